@@ -1,0 +1,49 @@
+# securefed: `make demo` and `make test` each build .venv from nothing on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck unit slow bench vectors clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 first: the CPU build pip takes from local disk; pyproject's range then
+# installs nothing more. (Not used by the secure-aggregation core; the training job needs it.)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/securefed demo
+
+lint: venv
+	$(VENV)/bin/ruff check securefed tests benchmarks protocols audits
+	$(VENV)/bin/ruff format --check securefed
+	$(VENV)/bin/lint-imports
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -m "not slow" -q
+
+# Heavier cases, run by CI in their own bounded step.
+slow: venv
+	timeout 900 $(VENV)/bin/pytest -m slow -q
+
+test: lint typecheck unit slow
+
+vectors: venv
+	$(PY) protocols/secagg/generate_vectors.py
+
+bench: venv
+	$(PY) benchmarks/secagg.py --write
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

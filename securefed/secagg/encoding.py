@@ -1,0 +1,124 @@
+"""Byte encoding shared by every secure-aggregation message (protocols/secagg.md §4).
+
+Integers are unsigned big-endian of a fixed width; variable-length byte strings
+carry a u32 length prefix; lists carry a u32 count prefix. Readers reject
+trailing bytes, short input and oversized counts with :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from securefed.errors import ProtocolError
+
+__all__ = ["Reader", "Writer"]
+
+MAX_LIST_ITEMS = 1 << 20
+"""Upper bound on any list count in a message (about 10^6 clients): stops memory blow-ups."""
+
+
+class Writer:
+    """Append-only byte builder."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def u8(self, value: int) -> Writer:
+        """Append one byte."""
+        self._parts.append(struct.pack(">B", value))
+        return self
+
+    def u32(self, value: int) -> Writer:
+        """Append a 32-bit unsigned integer."""
+        self._parts.append(struct.pack(">I", value))
+        return self
+
+    def u64(self, value: int) -> Writer:
+        """Append a 64-bit unsigned integer."""
+        self._parts.append(struct.pack(">Q", value))
+        return self
+
+    def fixed(self, data: bytes, length: int) -> Writer:
+        """Append exactly ``length`` bytes."""
+        if len(data) != length:
+            raise ValueError(f"expected {length} bytes, got {len(data)}")
+        self._parts.append(bytes(data))
+        return self
+
+    def var(self, data: bytes) -> Writer:
+        """Append a u32 length prefix and the bytes."""
+        self.u32(len(data))
+        self._parts.append(bytes(data))
+        return self
+
+    def text(self, value: str) -> Writer:
+        """Append UTF-8 text as variable bytes."""
+        return self.var(value.encode("utf-8"))
+
+    def getvalue(self) -> bytes:
+        """Return everything written so far."""
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Cursor over an encoded message; every failure is a :class:`ProtocolError`."""
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ProtocolError("message must be bytes")
+        self._data = bytes(data)
+        self._pos = 0
+
+    def _take(self, n: int) -> bytes:
+        end = self._pos + n
+        if n < 0 or end > len(self._data):
+            raise ProtocolError("message is truncated")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def u8(self) -> int:
+        """Read one byte."""
+        return int(self._take(1)[0])
+
+    def u32(self) -> int:
+        """Read a 32-bit unsigned integer."""
+        return int(struct.unpack(">I", self._take(4))[0])
+
+    def u64(self) -> int:
+        """Read a 64-bit unsigned integer."""
+        return int(struct.unpack(">Q", self._take(8))[0])
+
+    def fixed(self, length: int) -> bytes:
+        """Read exactly ``length`` bytes."""
+        return self._take(length)
+
+    def var(self, max_length: int = 1 << 31) -> bytes:
+        """Read a u32-length-prefixed byte string."""
+        length = self.u32()
+        if length > max_length:
+            raise ProtocolError("field is longer than allowed")
+        return self._take(length)
+
+    def text(self, max_length: int = 1 << 16) -> str:
+        """Read UTF-8 text."""
+        try:
+            return self.var(max_length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("text field is not UTF-8") from None
+
+    def count(self) -> int:
+        """Read a list count (bounded by :data:`MAX_LIST_ITEMS`)."""
+        n = self.u32()
+        if n > MAX_LIST_ITEMS:
+            raise ProtocolError("list is longer than allowed")
+        return n
+
+    def done(self) -> None:
+        """Require that the whole message was consumed."""
+        if self._pos != len(self._data):
+            raise ProtocolError("message has trailing bytes")

@@ -1,0 +1,201 @@
+"""Hazmat layer of secure aggregation: KDF, AEAD, key agreement, signatures, PRG, hashes.
+
+Internal. Each function is small, deterministic given its inputs, and pinned by
+vectors in ``protocols/secagg/vectors/``. Public protocol code calls only these.
+See ``protocols/secagg.md`` §3 for every label and layout used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from securefed.errors import IntegrityError
+from securefed.randomness import RandomSource, chacha20_stream
+
+__all__ = [
+    "AEAD_KEY_BYTES",
+    "AEAD_NONCE_BYTES",
+    "KEY_BYTES",
+    "PRG_NONCE_MASK",
+    "SIGNATURE_BYTES",
+    "RingArray",
+    "aead_decrypt",
+    "aead_encrypt",
+    "ct_equal",
+    "ed25519_public",
+    "ed25519_sign",
+    "ed25519_verify",
+    "hkdf_sha256",
+    "prg_expand",
+    "ring_dtype",
+    "sha256",
+    "x25519_generate",
+    "x25519_public",
+    "x25519_shared",
+]
+
+KEY_BYTES = 32
+"""Length of every X25519/Ed25519 key, seed and hash (256 bits)."""
+SIGNATURE_BYTES = 64
+AEAD_KEY_BYTES = 32
+"""AES-256-GCM key length."""
+AEAD_NONCE_BYTES = 12
+"""AES-GCM nonce length (96 bits, the length GCM is specified for)."""
+
+PRG_NONCE_MASK = b"\x00\x00\x00\x00" + b"sfsecagg" + b"mask"
+"""ChaCha20 16-byte nonce for mask expansion (protocols/secagg.md §3.4).
+
+Bytes 0-3: initial block counter, little-endian, 0. Bytes 4-15: the fixed ASCII
+label ``sfsecaggmask``. Every mask seed is used for exactly one stream, so a fixed
+nonce is safe; the label separates this use from any other use of ChaCha20.
+"""
+
+
+def sha256(*parts: bytes) -> bytes:
+    """SHA-256 of the concatenation of ``parts``."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def ct_equal(a: bytes, b: bytes) -> bool:
+    """Constant-time equality for digests and tags."""
+    return hmac.compare_digest(a, b)
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869) extract-and-expand."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def x25519_generate(rng: RandomSource) -> tuple[bytes, bytes]:
+    """Make an X25519 key pair from 32 bytes of ``rng``.
+
+    Returns:
+        ``(private_key_bytes, public_key_bytes)``, 32 bytes each.
+    """
+    private = X25519PrivateKey.from_private_bytes(rng.random_bytes(KEY_BYTES))
+    return (
+        private.private_bytes_raw(),
+        private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        ),
+    )
+
+
+def x25519_public(private_key: bytes) -> bytes:
+    """The X25519 public key of a 32-byte private key."""
+    return (
+        X25519PrivateKey.from_private_bytes(private_key)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+
+
+def x25519_shared(private_key: bytes | X25519PrivateKey, peer_public_key: bytes) -> bytes:
+    """X25519 shared secret (RFC 7748 §6.1).
+
+    Args:
+        private_key: 32 raw bytes, or an already loaded key (saves the load per call).
+        peer_public_key: the peer's 32-byte public key.
+
+    Raises:
+        IntegrityError: the peer key is malformed or a low-order point (all-zero output).
+    """
+    try:
+        key = (
+            private_key
+            if isinstance(private_key, X25519PrivateKey)
+            else X25519PrivateKey.from_private_bytes(private_key)
+        )
+        return key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
+    except ValueError:
+        raise IntegrityError() from None
+
+
+def ed25519_public(private_key: Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of an Ed25519 private key."""
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+def ed25519_sign(private_key: Ed25519PrivateKey, message: bytes) -> bytes:
+    """Ed25519 signature (deterministic, RFC 8032)."""
+    return private_key.sign(message)
+
+
+def ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> None:
+    """Verify an Ed25519 signature.
+
+    Raises:
+        IntegrityError: the key is malformed or the signature does not verify.
+    """
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise IntegrityError() from None
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """AES-256-GCM encryption; returns ciphertext || 16-byte tag."""
+    return AESGCM(key).encrypt(nonce, plaintext, associated_data)
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    """AES-256-GCM decryption.
+
+    Raises:
+        IntegrityError: the tag does not verify (wrong key, nonce, data or ciphertext).
+    """
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, associated_data)
+    except (InvalidTag, ValueError):
+        raise IntegrityError() from None
+
+
+RingArray = npt.NDArray[np.unsignedinteger[Any]]
+"""A vector of ring elements (uint32 or uint64, see :func:`ring_dtype`)."""
+
+
+def ring_dtype(bits: int) -> type[np.unsignedinteger[Any]]:
+    """The NumPy dtype holding ring elements of ``bits`` bits (uint32 up to 32, else uint64)."""
+    if not 1 <= bits <= 64:
+        raise ValueError("ring bits must be in [1, 64]")
+    return np.uint32 if bits <= 32 else np.uint64
+
+
+def prg_expand(seed: bytes, count: int, bits: int) -> RingArray:
+    """Expand a 256-bit seed into ``count`` exactly uniform elements of Z_{2^bits}.
+
+    ChaCha20 keystream under ``seed`` and :data:`PRG_NONCE_MASK`, read as
+    little-endian uint32 words (bits <= 32) or uint64 words (bits > 32), each
+    reduced by keeping its low ``bits`` bits. Because 2^bits divides the word
+    range, every element is exactly uniform (protocols/secagg.md §3.4).
+
+    Returns:
+        A writable array of dtype :func:`ring_dtype` (``bits``).
+    """
+    if len(seed) != KEY_BYTES:
+        raise ValueError("mask seed must be 32 bytes")
+    if count < 0:
+        raise ValueError("count must be non-negative")
+    dtype = ring_dtype(bits)
+    width = np.dtype(dtype).itemsize
+    stream = chacha20_stream(seed, PRG_NONCE_MASK, count * width)
+    values = np.frombuffer(bytearray(stream), dtype=np.dtype(dtype).newbyteorder("<"))
+    if bits not in (32, 64):
+        values &= dtype((1 << bits) - 1)
+    return values

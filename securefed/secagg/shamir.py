@@ -1,0 +1,141 @@
+"""Shamir secret sharing of 32-byte secrets over GF(p), p = 2^256 + 297.
+
+Shamir, "How to share a secret", CACM 1979. p is the smallest prime above 2^256,
+so every 32-byte string is a field element. Share ``x``-coordinates are the
+holders' 1-based positions in the round's cohort (protocols/secagg.md §3.5).
+The prime's primality is checked by the test suite with an independent library.
+
+Reconstruction from exactly ``t`` points always yields *some* value, so the
+shares alone cannot show tampering: callers check a reconstructed secret against
+a signed public key or commitment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from securefed.errors import InsufficientSharesError, ProtocolError
+from securefed.randomness import RandomSource
+
+__all__ = [
+    "FIELD_PRIME",
+    "SHARE_BYTES",
+    "decode_share_value",
+    "encode_share_value",
+    "lagrange_at_zero",
+    "reconstruct",
+    "split",
+]
+
+FIELD_PRIME = (1 << 256) + 297
+"""p = 2^256 + 297, the smallest prime larger than 2^256."""
+SHARE_BYTES = 33
+"""A share value in [0, p) as 33 big-endian bytes."""
+SECRET_BYTES = 32
+
+
+def _random_field_element(rng: RandomSource) -> int:
+    # Rejection sampling over 257-bit candidates: exactly uniform in [0, p);
+    # each draw is accepted with probability about 1/2.
+    while True:
+        candidate = int.from_bytes(rng.random_bytes(SHARE_BYTES), "big") & ((1 << 257) - 1)
+        if candidate < FIELD_PRIME:
+            return candidate
+
+
+def split(secret: bytes, *, xs: Sequence[int], threshold: int, rng: RandomSource) -> list[int]:
+    """Split a 32-byte secret into shares at the given ``x``-coordinates.
+
+    Args:
+        secret: 32 bytes, read as a big-endian integer.
+        xs: distinct share coordinates in [1, 2^32).
+        threshold: ``t``: any ``t`` shares reconstruct, ``t - 1`` reveal nothing.
+        rng: source of the ``t - 1`` random coefficients.
+
+    Returns:
+        The share values ``f(x)`` in the order of ``xs``.
+    """
+    if len(secret) != SECRET_BYTES:
+        raise ValueError("secret must be 32 bytes")
+    if not 1 <= threshold <= len(xs):
+        raise ValueError("threshold must be in [1, number of shares]")
+    if len(set(xs)) != len(xs) or any(not 0 < x < (1 << 32) for x in xs):
+        raise ValueError("share coordinates must be distinct and in [1, 2^32)")
+    coefficients = [int.from_bytes(secret, "big")]
+    coefficients += [_random_field_element(rng) for _ in range(threshold - 1)]
+    p = FIELD_PRIME
+    shares = []
+    for x in xs:
+        acc = 0
+        for c in reversed(coefficients):  # Horner's rule
+            acc = (acc * x + c) % p
+        shares.append(acc)
+    return shares
+
+
+def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
+    """Lagrange basis coefficients for interpolating at 0 from points ``xs``."""
+    p = FIELD_PRIME
+    if len(set(xs)) != len(xs) or any(not 0 < x < p for x in xs):
+        raise ValueError("points must have distinct non-zero x-coordinates")
+    coefficients = []
+    for i, xi in enumerate(xs):
+        numerator = 1
+        denominator = 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                numerator = numerator * xj % p
+                denominator = denominator * (xj - xi) % p
+        coefficients.append(numerator * pow(denominator, -1, p) % p)
+    return coefficients
+
+
+def reconstruct(
+    points: Iterable[tuple[int, int]],
+    *,
+    threshold: int,
+    coefficients: Sequence[int] | None = None,
+) -> bytes:
+    """Interpolate the secret from at least ``threshold`` points.
+
+    Uses the first ``threshold`` points in ascending ``x``. The caller must
+    verify the result (it is only *a* value when shares were tampered with).
+
+    Args:
+        points: ``(x, y)`` pairs with distinct ``x``.
+        threshold: the sharing threshold ``t``.
+        coefficients: precomputed :func:`lagrange_at_zero` for the chosen
+            ``x``-set, to amortise work across secrets shared on the same points.
+
+    Raises:
+        InsufficientSharesError: fewer than ``threshold`` points.
+        ProtocolError: the interpolated value does not fit in 32 bytes
+            (a sure sign of a bad share).
+    """
+    chosen = sorted(points)[:threshold]
+    if len(chosen) < threshold:
+        raise InsufficientSharesError("not enough shares to reconstruct")
+    xs = [x for x, _ in chosen]
+    lam = list(coefficients) if coefficients is not None else lagrange_at_zero(xs)
+    p = FIELD_PRIME
+    value = sum(c * y for c, (_, y) in zip(lam, chosen, strict=True)) % p
+    if value >> (8 * SECRET_BYTES):
+        raise ProtocolError("reconstructed value is out of range")
+    return value.to_bytes(SECRET_BYTES, "big")
+
+
+def encode_share_value(y: int) -> bytes:
+    """Encode a share value as 33 big-endian bytes."""
+    if not 0 <= y < FIELD_PRIME:
+        raise ValueError("share value out of field")
+    return y.to_bytes(SHARE_BYTES, "big")
+
+
+def decode_share_value(data: bytes) -> int:
+    """Decode a 33-byte share value, rejecting non-canonical encodings."""
+    if len(data) != SHARE_BYTES:
+        raise ProtocolError("share value must be 33 bytes")
+    y = int.from_bytes(data, "big")
+    if y >= FIELD_PRIME:
+        raise ProtocolError("share value out of field")
+    return y

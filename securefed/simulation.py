@@ -1,0 +1,182 @@
+"""A whole secure-aggregation round in one process, through the real client and server code.
+
+The driver plays the network: every message is encoded to bytes and decoded by
+its receiver, so the simulation exercises the wire format a deployment uses.
+Dropouts are scheduled per stage; CPU time and bytes are counted per party.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from securefed.errors import InsufficientSharesError, SecurefedError
+from securefed.randomness import RandomSource
+from securefed.secagg.client import SecAggClient
+from securefed.secagg.client_input import QuantizedInput
+from securefed.secagg.context import RoundContext
+from securefed.secagg.messages import (
+    AdvertiseKeys,
+    CohortBroadcast,
+    ConsistencyBundle,
+    ConsistencySignature,
+    MaskedInput,
+    Message,
+    ShareDelivery,
+    ShareKeys,
+    SurvivorList,
+    UnmaskShares,
+)
+from securefed.secagg.roster import IdentityKey, Roster
+from securefed.secagg.server import AggregateResult, SecAggServer
+
+__all__ = ["STAGES", "RoundReport", "run_secagg_round"]
+
+STAGES = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
+"""Stage names for dropout schedules: a client listed under a stage sends nothing from then on."""
+
+M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+
+
+@dataclass(slots=True, kw_only=True)
+class RoundReport:
+    """What happened in one simulated round."""
+
+    result: AggregateResult | None
+    error: SecurefedError | None = None
+    client_errors: dict[int, SecurefedError] = field(default_factory=dict)
+    client_seconds: dict[int, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    payload_bytes: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    server_view: dict[int, bytes] = field(default_factory=dict, repr=False)
+
+
+def run_secagg_round(
+    *,
+    roster: Roster,
+    identities: Mapping[int, IdentityKey],
+    context: RoundContext,
+    inputs: Mapping[int, QuantizedInput],
+    drops: Mapping[str, Collection[int]] | None = None,
+    rng_for: Callable[[int], RandomSource] | None = None,
+    keep_server_view: bool = False,
+) -> RoundReport:
+    """Run one round with the given clients, inputs and dropout schedule.
+
+    Args:
+        roster: the pinned roster.
+        identities: identity key of every participating client.
+        context: the round context.
+        inputs: each client's quantised input.
+        drops: stage name -> clients that drop just before sending that stage's message.
+        rng_for: per-client randomness (default: each session's OS CSPRNG).
+        keep_server_view: keep each masked payload as the server received it (for tests).
+    """
+    schedule = {stage: set(drops.get(stage, ())) if drops else set() for stage in STAGES}
+    unknown = set(drops or {}) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages in dropout schedule: {sorted(unknown)}")
+    report = RoundReport(result=None)
+    server = SecAggServer(roster=roster, context=context)
+    clients: dict[int, SecAggClient] = {}
+    for cid in sorted(inputs):
+        clients[cid] = SecAggClient(
+            client_id=cid,
+            identity=identities[cid],
+            roster=roster,
+            context=context,
+            rng=rng_for(cid) if rng_for else None,
+        )
+        report.client_seconds[cid] = 0.0
+        report.bytes_up[cid] = report.bytes_down[cid] = 0
+    alive = set(clients)
+
+    def on_client(cid: int, action: Callable[..., Message], *args: object) -> bytes | None:
+        start = time.process_time()
+        try:
+            message = action(*args)
+        except SecurefedError as exc:
+            clients[cid].abort()
+            report.client_errors[cid] = exc
+            alive.discard(cid)
+            return None
+        finally:
+            report.client_seconds[cid] += time.process_time() - start
+        data = message.to_bytes()
+        report.bytes_up[cid] += len(data)
+        return data
+
+    def on_server(action: Callable[..., T], *args: object) -> T:
+        start = time.process_time()
+        try:
+            return action(*args)
+        finally:
+            report.server_seconds += time.process_time() - start
+
+    def deliver(cid: int, message: Message) -> bytes:
+        data = message.to_bytes()
+        report.bytes_down[cid] += len(data)
+        return data
+
+    def stage_senders(stage: str) -> list[int]:
+        alive.difference_update(schedule[stage])
+        return sorted(alive)
+
+    def receive(handler: Callable[[M], None], kind: type[M], data: bytes) -> None:
+        handler(kind.from_bytes(data))
+
+    try:
+        for cid in stage_senders("advertise"):
+            data = on_client(cid, clients[cid].advertise)
+            if data is not None:
+                on_server(receive, server.receive_advertisement, AdvertiseKeys, data)
+        cohort = on_server(server.close_advertise)
+
+        for cid in stage_senders("share_keys"):
+            down = CohortBroadcast.from_bytes(deliver(cid, cohort))
+            data = on_client(cid, clients[cid].share_keys, down)
+            if data is not None:
+                on_server(receive, server.receive_share_keys, ShareKeys, data)
+        deliveries = on_server(server.close_share_keys)
+
+        for cid in stage_senders("masked_input"):
+            if cid not in deliveries:
+                continue
+            delivery = ShareDelivery.from_bytes(deliver(cid, deliveries[cid]))
+            data = on_client(cid, clients[cid].masked_input, delivery, inputs[cid])
+            if data is not None:
+                masked = MaskedInput.from_bytes(data)
+                report.payload_bytes[cid] = len(masked.payload)
+                if keep_server_view:
+                    report.server_view[cid] = masked.payload
+                on_server(receive, server.receive_masked_input, MaskedInput, data)
+        survivors = on_server(server.close_masked_input)
+
+        for cid in stage_senders("consistency"):
+            if cid not in survivors.survivors:
+                continue
+            listed = SurvivorList.from_bytes(deliver(cid, survivors))
+            data = on_client(cid, clients[cid].consistency, listed)
+            if data is not None:
+                on_server(receive, server.receive_consistency, ConsistencySignature, data)
+        bundle = on_server(server.close_consistency)
+
+        signers = {s for s, _ in bundle.signatures}
+        for cid in stage_senders("unmask"):
+            if cid not in signers:
+                continue
+            confirmed = ConsistencyBundle.from_bytes(deliver(cid, bundle))
+            data = on_client(cid, clients[cid].unmask, confirmed)
+            if data is not None:
+                on_server(receive, server.receive_unmask, UnmaskShares, data)
+        report.result = on_server(server.finalize)
+    except InsufficientSharesError as exc:
+        report.error = exc
+        for client in clients.values():
+            client.abort()
+    return report
