@@ -23,8 +23,8 @@ demo: venv
 	$(VENV)/bin/securefed demo
 
 lint: venv
-	$(VENV)/bin/ruff check securefed tests benchmarks protocols audits
-	$(VENV)/bin/ruff format --check securefed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
 typecheck: venv
@@ -35,7 +35,7 @@ unit: venv
 
 # Heavier cases, run by CI in their own bounded step.
 slow: venv
-	timeout 900 $(VENV)/bin/pytest -m slow -q
+	timeout 900 $(VENV)/bin/pytest -m slow -q; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 test: lint typecheck unit slow
 

@@ -12,6 +12,7 @@ a signed public key or commitment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from securefed.errors import InsufficientSharesError, ProtocolError
@@ -74,20 +75,29 @@ def split(secret: bytes, *, xs: Sequence[int], threshold: int, rng: RandomSource
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
-    """Lagrange basis coefficients for interpolating at 0 from points ``xs``."""
+    """Lagrange basis coefficients for interpolating at 0 from points ``xs``.
+
+    ``lambda_i = prod_{j != i} x_j / (x_j - x_i)``. The products are formed over
+    the integers (x-coordinates are small, so this is cheap) and reduced once;
+    the denominators are inverted together with one modular inversion
+    (Montgomery's batch trick).
+    """
     p = FIELD_PRIME
     if len(set(xs)) != len(xs) or any(not 0 < x < p for x in xs):
         raise ValueError("points must have distinct non-zero x-coordinates")
-    coefficients = []
-    for i, xi in enumerate(xs):
-        numerator = 1
-        denominator = 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                numerator = numerator * xj % p
-                denominator = denominator * (xj - xi) % p
-        coefficients.append(numerator * pow(denominator, -1, p) % p)
-    return coefficients
+    total = math.prod(xs)
+    numerators = [total // xi % p for xi in xs]
+    denominators = [math.prod([xj - xi for xj in xs if xj != xi]) % p for xi in xs]
+    # Batch inversion: one pow(-1) for all denominators.
+    prefix = [1]
+    for d in denominators:
+        prefix.append(prefix[-1] * d % p)
+    inverse = pow(prefix[-1], -1, p)
+    inverses = [0] * len(denominators)
+    for i in range(len(denominators) - 1, -1, -1):
+        inverses[i] = inverse * prefix[i] % p
+        inverse = inverse * denominators[i] % p
+    return [n * d % p for n, d in zip(numerators, inverses, strict=True)]
 
 
 def reconstruct(
