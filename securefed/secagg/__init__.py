@@ -2,12 +2,15 @@
 
 Sans-I/O: the client and server sessions are pure state machines over messages;
 transports and runtimes drive them. Specification: ``protocols/secagg.md``.
+
+This package namespace deliberately does not import the client session
+(:mod:`securefed.secagg.client`) or the plaintext quantised input
+(:mod:`securefed.secagg.client_input`): importing the server side must never load
+a plaintext update type. Import those modules by their full names.
 """
 
 from __future__ import annotations
 
-from securefed.secagg.client import ClientStage, SecAggClient
-from securefed.secagg.client_input import QuantizedInput, quantize
 from securefed.secagg.context import PROTOCOL_VERSION, RoundContext, SecAggParams, model_digest
 from securefed.secagg.graph import GraphKind, GraphParameters, ThreatModel, choose_parameters
 from securefed.secagg.messages import MaskedInput
@@ -18,17 +21,14 @@ from securefed.secagg.server import AggregateResult, SecAggServer, ServerStage
 __all__ = [
     "PROTOCOL_VERSION",
     "AggregateResult",
-    "ClientStage",
     "GraphKind",
     "GraphParameters",
     "IdentityKey",
     "MaskedInput",
     "QuantizationSpec",
-    "QuantizedInput",
     "Roster",
     "RosterEntry",
     "RoundContext",
-    "SecAggClient",
     "SecAggParams",
     "SecAggServer",
     "ServerStage",
@@ -37,5 +37,4 @@ __all__ = [
     "choose_parameters",
     "dequantize",
     "model_digest",
-    "quantize",
 ]

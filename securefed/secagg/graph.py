@@ -225,18 +225,15 @@ def choose_parameters(
         n: cohort size.
         threat: the stated assumptions.
         kind: force a graph kind; ``None`` picks the full graph up to
-            ``full_up_to`` clients and the sparse graph above (falling back to the
-            full graph when the sparse one would be (nearly) complete anyway).
+            ``full_up_to`` clients and the sparse graph above. Whenever no sparse
+            graph meets the threat model for this ``n`` (small cohorts, strong
+            assumptions), the full graph is used: it is never less secure.
         full_up_to: the crossover cohort size (protocols/secagg.md §5.3).
     """
     if kind is GraphKind.FULL or (kind is None and n <= full_up_to):
         return full_parameters(n, threat)
     sparse = sparse_parameters(n, threat)
-    if sparse is None:
-        if kind is GraphKind.SPARSE:
-            raise ValueError("no sparse graph meets the threat model for this cohort size")
-        return full_parameters(n, threat)
-    return sparse
+    return full_parameters(n, threat) if sparse is None else sparse
 
 
 def neighbourhoods(

@@ -1,0 +1,101 @@
+"""TOML configuration: validated, unknown keys refused, unsafe combinations refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from securefed.config import SecurefedConfig, load_config, parse_config
+from securefed.errors import ConfigError
+from securefed.secagg.graph import GraphKind
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "securefed.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_valid_file(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+[federation]
+federation_id = "hospitals"
+
+[secagg]
+max_clients = 500
+graph = "sparse"
+
+[secagg.quantization]
+bits = 12
+clip = 0.5
+max_weight = 4
+
+[secagg.threat]
+corrupt_fraction = 0.1
+""",
+    )
+    config = load_config(path)
+    assert config.federation.federation_id == "hospitals"
+    params = config.secagg.to_params(100)
+    assert params.graph is GraphKind.SPARSE
+    assert params.quantization.bits == 12
+    assert params.quantization.max_weight == 4
+    assert params.threat.corrupt_fraction == 0.1
+    assert params.ring_bits == 12 + 2 + 9
+
+
+def test_defaults():
+    params = SecurefedConfig().secagg.to_params(10)
+    assert params.graph is None
+    assert params.vector_length == 10
+
+
+def test_unknown_key_names_the_file(tmp_path):
+    path = _write(tmp_path, "[secagg]\nmax_clientz = 10\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "max_clientz" in str(info.value)
+
+
+def test_out_of_range_value(tmp_path):
+    path = _write(tmp_path, "[secagg.threat]\ncorrupt_fraction = 0.6\n")
+    with pytest.raises(ConfigError, match="corrupt_fraction"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_toml(tmp_path):
+    path = _write(tmp_path, "[secagg\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path)
+
+
+def test_min_clients_above_max():
+    with pytest.raises(ConfigError, match="min_clients"):
+        parse_config({"secagg": {"min_clients": 10, "max_clients": 5}})
+
+
+def test_ring_overflow_is_refused():
+    config = parse_config(
+        {
+            "secagg": {
+                "max_clients": 2**20,
+                "quantization": {"bits": 48, "max_weight": 2**20},
+            }
+        }
+    )
+    with pytest.raises(ConfigError, match="wrap"):
+        config.secagg.to_params(10)
+
+
+def test_config_error_is_a_value_error():
+    with pytest.raises(ValueError):  # noqa: PT011 - the subclass relation is the point
+        parse_config({"nonsense": 1})

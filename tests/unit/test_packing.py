@@ -1,0 +1,79 @@
+"""Bit packing of ring elements (protocols/secagg.md §4.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from securefed.errors import ProtocolError
+from securefed.secagg.packing import pack, packed_size, unpack
+from securefed.secagg.primitives import ring_dtype
+
+BITS = [1, 2, 3, 7, 8, 12, 16, 26, 31, 32, 33, 48, 63, 64]
+LENGTHS = [0, 1, 63, 64, 65, 130]
+
+
+def _values(bits: int, count: int, seed: int) -> np.ndarray:
+    data = np.random.default_rng(seed)
+    raw = data.integers(0, 1 << 63, size=count, dtype=np.uint64) * np.uint64(2)
+    raw |= data.integers(0, 2, size=count, dtype=np.uint64)
+    if bits < 64:
+        raw &= np.uint64((1 << bits) - 1)
+    return raw.astype(ring_dtype(bits))
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("count", LENGTHS)
+def test_round_trip(bits, count):
+    values = _values(bits, count, seed=bits * 1000 + count)
+    data = pack(values, bits)
+    assert len(data) == packed_size(count, bits) == (count * bits + 7) // 8
+    back = unpack(data, bits, count)
+    assert back.dtype == ring_dtype(bits)
+    np.testing.assert_array_equal(back, values)
+
+
+@pytest.mark.parametrize("bits", [1, 31, 32, 33, 63, 64])
+def test_extreme_values_round_trip(bits):
+    top = (1 << bits) - 1
+    values = np.array([top, 0, top, 1, top - 1] * 20, dtype=ring_dtype(bits))
+    np.testing.assert_array_equal(unpack(pack(values, bits), bits, values.size), values)
+
+
+def test_lsb_first_layout_hand_computed():
+    # 3-bit values 5, 3, 7 fill bits 0-2, 3-5, 6-8 of the stream, least significant
+    # bit first: byte 0 = bits 0..7 = 1,0,1, 1,1,0, 1,1 (LSB first) = 0b11011101;
+    # byte 1 holds bit 8 (= 1) and seven zero padding bits.
+    values = np.array([5, 3, 7], dtype=np.uint32)
+    assert pack(values, 3) == b"\xdd\x01"
+    # 12-bit values 0xABC, 0x123: the little-endian integer 0x123ABC.
+    assert pack(np.array([0xABC, 0x123], dtype=np.uint32), 12) == bytes([0xBC, 0x3A, 0x12])
+    # 1-bit values: bit i of the stream is value i.
+    bits = np.array([1, 0, 0, 0, 0, 0, 0, 1, 1], dtype=np.uint32)
+    assert pack(bits, 1) == bytes([0b10000001, 0b00000001])
+    np.testing.assert_array_equal(unpack(b"\xdd\x01", 3, 3), values)
+
+
+def test_wrong_length_is_rejected():
+    data = pack(np.arange(10, dtype=np.uint32), 5)
+    with pytest.raises(ProtocolError, match="length"):
+        unpack(data + b"\x00", 5, 10)
+    with pytest.raises(ProtocolError, match="length"):
+        unpack(data[:-1], 5, 10)
+    with pytest.raises(ProtocolError, match="length"):
+        unpack(data, 5, 12)  # 60 bits need 8 bytes, not 7
+
+
+def test_nonzero_padding_is_rejected():
+    # 3 values of 3 bits = 9 bits: the last byte has 7 padding bits.
+    with pytest.raises(ProtocolError, match="padding"):
+        unpack(b"\xdd\x03", 3, 3)
+    with pytest.raises(ProtocolError, match="padding"):
+        unpack(b"\xdd\x81", 3, 3)
+
+
+def test_bits_out_of_range():
+    with pytest.raises(ValueError, match="bits"):
+        pack(np.zeros(3, dtype=np.uint64), 65)
+    with pytest.raises(ValueError, match="bits"):
+        unpack(b"", 0, 0)

@@ -1,0 +1,144 @@
+"""Hazmat wrappers: every integrity failure is an opaque IntegrityError; the PRG is well formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from securefed.errors import IntegrityError
+from securefed.randomness import DeterministicRandom
+from securefed.secagg import primitives as prim
+from securefed.secagg.roster import IdentityKey
+
+SEED = bytes(range(32))
+
+
+def test_hkdf_lengths_and_labels():
+    a = prim.hkdf_sha256(b"ikm", salt=b"salt", info=b"a", length=44)
+    assert len(a) == 44
+    assert a != prim.hkdf_sha256(b"ikm", salt=b"salt", info=b"b", length=44)
+    assert a != prim.hkdf_sha256(b"ikm", salt=b"pepper", info=b"a", length=44)
+
+
+def test_hkdf_rfc5869_case_1():
+    # RFC 5869, Appendix A.1.
+    okm = prim.hkdf_sha256(
+        bytes.fromhex("0b" * 22),
+        salt=bytes.fromhex("000102030405060708090a0b0c"),
+        info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        length=42,
+    )
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+
+
+def _aead():
+    key, nonce = bytes(32), bytes(12)
+    return key, nonce, prim.aead_encrypt(key, nonce, b"plaintext", b"ad")
+
+
+def test_aead_round_trip():
+    key, nonce, ct = _aead()
+    assert prim.aead_decrypt(key, nonce, ct, b"ad") == b"plaintext"
+    assert len(ct) == len(b"plaintext") + 16
+
+
+@pytest.mark.parametrize("what", ["key", "nonce", "ciphertext", "ad", "truncated"])
+def test_aead_rejects_any_change(what):
+    key, nonce, ct = _aead()
+    ad = b"ad"
+    if what == "key":
+        key = b"\x01" + key[1:]
+    elif what == "nonce":
+        nonce = b"\x01" + nonce[1:]
+    elif what == "ciphertext":
+        ct = bytes([ct[0] ^ 1]) + ct[1:]
+    elif what == "ad":
+        ad = b"AD"
+    else:
+        ct = ct[:5]
+    with pytest.raises(IntegrityError) as info:
+        prim.aead_decrypt(key, nonce, ct, ad)
+    assert str(info.value) == "integrity check failed"
+
+
+def test_x25519_agreement_and_bad_points():
+    a_priv, a_pub = prim.x25519_generate(DeterministicRandom(SEED))
+    b_priv, b_pub = prim.x25519_generate(DeterministicRandom(bytes(32)))
+    assert prim.x25519_public(a_priv) == a_pub
+    assert prim.x25519_shared(a_priv, b_pub) == prim.x25519_shared(b_priv, a_pub)
+    with pytest.raises(IntegrityError):
+        prim.x25519_shared(a_priv, bytes(32))  # low-order point: all-zero secret
+    with pytest.raises(IntegrityError):
+        prim.x25519_shared(a_priv, b"short")
+
+
+def test_x25519_rfc7748_section_6_1():
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    bob_pub = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    assert prim.x25519_shared(alice, bob_pub).hex() == (
+        "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+    )
+
+
+def test_ed25519_verify():
+    key = IdentityKey.generate(DeterministicRandom(SEED))
+    sig = key.sign(b"message")
+    prim.ed25519_verify(key.public_key, sig, b"message")
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(key.public_key, sig, b"messagf")
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(key.public_key, bytes([sig[0] ^ 1]) + sig[1:], b"message")
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(b"\x00" * 31, sig, b"message")  # malformed key
+    other = IdentityKey.generate(DeterministicRandom(bytes(32)))
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(other.public_key, sig, b"message")
+
+
+@pytest.mark.parametrize("bits", [1, 7, 16, 31, 32, 33, 48, 63, 64])
+def test_prg_expand_range_and_dtype(bits):
+    values = prim.prg_expand(SEED, 1000, bits)
+    assert values.shape == (1000,)
+    assert values.dtype == (np.uint32 if bits <= 32 else np.uint64)
+    assert int(values.max()) < (1 << bits)
+    if bits >= 7:
+        # 1000 uniform draws: the top bit is set in some and clear in others.
+        top = (values >> (bits - 1)) & 1
+        assert 0 < int(top.sum()) < 1000
+    values[0] = 0  # the result is writable
+
+
+def test_prg_expand_deterministic_and_seed_sensitive():
+    a = prim.prg_expand(SEED, 64, 20)
+    np.testing.assert_array_equal(a, prim.prg_expand(SEED, 64, 20))
+    b = prim.prg_expand(bytes(32), 64, 20)
+    assert not np.array_equal(a, b)
+    # A prefix of a longer expansion is the shorter expansion.
+    np.testing.assert_array_equal(prim.prg_expand(SEED, 128, 20)[:64], a)
+
+
+def test_prg_expand_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="32 bytes"):
+        prim.prg_expand(b"short", 4, 16)
+    with pytest.raises(ValueError, match="non-negative"):
+        prim.prg_expand(SEED, -1, 16)
+    with pytest.raises(ValueError, match="ring bits"):
+        prim.prg_expand(SEED, 4, 65)
+    assert prim.prg_expand(SEED, 0, 16).shape == (0,)
+
+
+def test_ring_dtype_boundaries():
+    assert prim.ring_dtype(1) is np.uint32
+    assert prim.ring_dtype(32) is np.uint32
+    assert prim.ring_dtype(33) is np.uint64
+    assert prim.ring_dtype(64) is np.uint64
+    with pytest.raises(ValueError, match="ring bits"):
+        prim.ring_dtype(0)
+
+
+def test_ct_equal_and_sha256():
+    assert prim.ct_equal(b"abc", b"abc")
+    assert not prim.ct_equal(b"abc", b"abd")
+    assert prim.sha256(b"a", b"bc") == prim.sha256(b"abc")
