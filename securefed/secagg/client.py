@@ -95,6 +95,11 @@ class SecAggClient:
         roster: the pinned, verified roster.
         context: the round context (its roster hash must be this roster's).
         rng: randomness for keys, seeds and shares (default: the OS CSPRNG).
+        min_cohort: this data owner's own floor on the cohort size. The round
+            context (and its ``min_clients``) comes from the coordinator; a
+            coordinator running a round with the target and a few clients of its
+            own would learn the target's input from the sum, so the owner's
+            policy sets a floor the coordinator cannot lower.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class SecAggClient:
         roster: Roster,
         context: RoundContext,
         rng: RandomSource | None = None,
+        min_cohort: int = 0,
     ) -> None:
         if client_id not in roster or roster.identity_key(client_id) != identity.public_key:
             raise ConfigError("this identity is not the roster's key for this client id")
@@ -116,6 +122,7 @@ class SecAggClient:
         self._identity = identity
         self._roster = roster
         self._rng: RandomSource = rng or OsRandom()
+        self._min_cohort = min_cohort
         self._digest = context.digest()
         self._enc_private: X25519PrivateKey | None = None
         self._mask_private: X25519PrivateKey | None = None
@@ -124,6 +131,7 @@ class SecAggClient:
         self._advert: AdvertiseKeys | None = None
         self._cohort: _Cohort | None = None
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (mask-key share, seed share)
+        self._peers: frozenset[int] = frozenset()  # itself + neighbours whose shares it opened
         self._survivors: tuple[int, ...] = ()
         self._revealed: dict[int, SecretKind] = {}
 
@@ -208,8 +216,8 @@ class SecAggClient:
         if ads.get(self.client_id) != self._advert:
             raise ProtocolError("the cohort does not carry this client's advertisement")
         p = self.context.params
-        if len(ads) < p.min_clients:
-            raise InsufficientSharesError("cohort is smaller than min_clients")
+        if len(ads) < max(p.min_clients, self._min_cohort):
+            raise InsufficientSharesError("cohort is smaller than the minimum cohort size")
         if len(ads) > p.max_clients:
             raise ProtocolError("cohort is larger than max_clients")
         return ads
@@ -324,6 +332,8 @@ class SecAggClient:
         p = self.context.params
         if data.length != p.vector_length:
             raise ProtocolError("input length does not match the round's vector length")
+        if data.values.dtype != np.uint64 or data.values.ndim != 1:
+            raise ProtocolError("input values must be a 1-D uint64 vector")
         limit = np.uint64(p.quantization.max_weight * p.quantization.levels)
         if data.values[:-1].size and int(data.values[:-1].max()) > int(limit):
             raise ProtocolError("input exceeds the quantisation range")
@@ -348,15 +358,13 @@ class SecAggClient:
         if bits not in (32, 64):
             masked &= dtype((1 << bits) - 1)
         self._held.update(opened)
+        self._peers = frozenset({self.client_id, *opened})
         self.stage = ClientStage.MASKED
         return MaskedInput(
             context_digest=self._digest, sender=self.client_id, payload=pack(masked, bits)
         )
 
     # -- stage 3 ---------------------------------------------------------------------------
-
-    def _holders(self) -> set[int]:
-        return {self.client_id, *self._secret(self._cohort).neighbours}
 
     def consistency(self, survivors: SurvivorList) -> ConsistencySignature:
         """Sign the survivor list U3 after checking it is plausible.
@@ -377,8 +385,15 @@ class SecAggClient:
             raise ProtocolError("survivor list omits this client")
         if not set(u3) <= set(cohort.ads):
             raise ProtocolError("survivor list names clients outside the cohort")
-        if len(self._holders() & set(u3)) < cohort.params.threshold:
-            raise InsufficientSharesError("too few share holders survived")
+        # U3 must lie within this client's U2 view (Bonawitz et al. 2017, Fig. 4,
+        # round 3): a listed neighbour whose shares it never received would not
+        # have been masked against.
+        if not (set(u3) & set(cohort.neighbours)) <= self._peers:
+            raise ProtocolError("survivor list names a neighbour that never shared keys")
+        # Count only the peers this client actually masked with: a server that
+        # withheld some neighbours' shares must not get to exclude the rest.
+        if len(self._peers & set(u3)) < cohort.params.threshold:
+            raise InsufficientSharesError("too few of this client's mask peers survived")
         signature = self._identity.sign(
             derive.consistency_payload(derive.consistency_prefix(self._digest, u3), self.client_id)
         )
@@ -410,7 +425,7 @@ class SecAggClient:
         if tuple(bundle.survivors) != self._survivors:
             raise ProtocolError("survivor list differs from the one this client signed")
         survivors = set(self._survivors)
-        holders = self._holders()
+        holders = self._peers
         prefix = derive.consistency_prefix(self._digest, self._survivors)
         signers: set[int] = set()
         for signer, signature in bundle.signatures:

@@ -20,10 +20,24 @@ Security needs, for every honest client ``u`` with ``m = k + 1`` share holders
 (itself and its neighbours) of whom at most ``c`` are corrupt, ``2t > m + c``:
 then the server cannot collect ``t`` shares of *both* of ``u``'s secrets, since
 honest holders reveal only one kind per peer (the never-both rule). It also
-needs the honest, surviving clients to stay connected, else the server learns
-partial sums; on the permuted ring that fails only if ``k/2`` consecutive ring
-positions are all corrupt or dropped. Completion needs ``t`` honest, surviving
+needs the honest clients whose inputs are summed to stay connected, else the
+server learns partial sums. Random dropouts cut the permuted ring only if
+``k/2`` consecutive positions are all corrupt or dropped (bounded below). A
+malicious server can instead *exclude* chosen clients (withhold their shares or
+ignore their inputs); to cut the ring it must remove a window of ``k/2``
+consecutive honest clients, and then every honest client beside the window has
+at most ``k/2 + 1 + c`` peers left. Clients count only peers they actually
+masked with and refuse below ``t`` (``securefed.secagg.client``), so requiring
+``t >= k/2 + c + 2`` makes such a cut abort the round: the clients beside it
+never reveal shares, and the mask keys of the excluded window cannot gather
+``t`` shares from holders that accepted the survivor list
+(protocols/secagg.md §5.2). Completion needs ``t`` honest, surviving
 neighbours for every client.
+
+The graph seed is a hash of the signed cohort; the server chooses which valid
+advertisements enter the cohort and can therefore try many seeds ("grinding").
+Each bound holds per seed: with ``2^g`` affordable tries, privacy fails with
+probability at most ``2^(g - sigma)``, so ``sigma`` must include that margin.
 """
 
 from __future__ import annotations
@@ -61,9 +75,12 @@ class ThreatModel:
     """Assumptions from which the graph degree and threshold follow.
 
     Attributes:
-        corrupt_fraction: ``gamma``: most clients that may collude with the server.
+        corrupt_fraction: ``gamma``: most clients that may collude with the server
+            (a fraction of the cohort; pair it with a minimum cohort size that the
+            data owners, not the server, set).
         dropout_fraction: ``delta``: most clients expected to drop out of a round.
-        sigma: security parameter: privacy fails with probability at most ``2^-sigma``.
+        sigma: security parameter: privacy fails with probability at most
+            ``2^-sigma`` per graph seed (include a margin for seed grinding).
         eta: correctness parameter: a round within the assumptions aborts with
             probability at most ``2^-eta`` (sparse graph only; the full graph is exact).
     """
@@ -188,7 +205,10 @@ def sparse_parameters(n: int, threat: ThreatModel) -> GraphParameters | None:
         corrupt_tails = _log2_upper_tails(_hypergeom_log2_pmf(others, corrupt, k))
         c = next(c for c in range(k + 1) if log2_n + corrupt_tails[c] <= -(threat.sigma + 1))
         holders = k + 1
-        threshold = (holders + c) // 2 + 1
+        # Never-both bound within a neighbourhood, and the adversarial-exclusion
+        # bound: a client that lost a whole side of the ring (k/2 peers) must see
+        # fewer than t peers even with its c corrupt neighbours (module docstring).
+        threshold = max((holders + c) // 2 + 1, k // 2 + c + 2)
         if threshold > k:
             continue
         # (2) honest survivors disconnected: some k/2 consecutive ring positions all bad.

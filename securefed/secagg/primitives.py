@@ -43,6 +43,7 @@ __all__ = [
     "x25519_generate",
     "x25519_public",
     "x25519_shared",
+    "x25519_usable",
 ]
 
 KEY_BYTES = 32
@@ -123,6 +124,26 @@ def x25519_shared(private_key: bytes | X25519PrivateKey, peer_public_key: bytes)
         return key.exchange(X25519PublicKey.from_public_bytes(peer_public_key))
     except ValueError:
         raise IntegrityError() from None
+
+
+_PROBE_SCALAR = bytes(range(1, 33))
+"""A fixed X25519 scalar used only to test that a public key is not a low-order point."""
+
+
+def x25519_usable(public_key: bytes) -> bool:
+    """Whether ``public_key`` is a 32-byte X25519 key that yields a non-zero shared secret.
+
+    Low-order points give the all-zero secret for every private key (RFC 7748 §6.1);
+    rejecting them at advertisement time stops one client from breaking its
+    neighbours' key agreement later.
+    """
+    if len(public_key) != KEY_BYTES:
+        return False
+    try:
+        x25519_shared(_PROBE_SCALAR, public_key)
+    except IntegrityError:
+        return False
+    return True
 
 
 def ed25519_public(private_key: Ed25519PrivateKey) -> bytes:

@@ -11,6 +11,7 @@ is O(M + n * k).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from securefed.errors import (
@@ -43,6 +44,7 @@ from securefed.secagg.primitives import (
     prg_expand,
     ring_dtype,
     x25519_public,
+    x25519_usable,
 )
 from securefed.secagg.roster import Roster
 from securefed.secagg.shamir import decode_share_value, lagrange_at_zero, reconstruct
@@ -154,6 +156,8 @@ class SecAggServer:
             raise ProtocolError("duplicate advertisement")
         if message.encryption_key == message.mask_key:
             raise ProtocolError("a client must advertise two distinct keys")
+        if not (x25519_usable(message.encryption_key) and x25519_usable(message.mask_key)):
+            raise ProtocolError("an advertised key is a low-order point")
         ed25519_verify(
             self._roster.identity_key(message.client_id),
             message.signature,
@@ -355,7 +359,32 @@ class SecAggServer:
             except ProtocolError:
                 raise IntegrityError() from None
 
-        total = self._sum
+        try:
+            total = self._unmask(self._sum.copy(), recover, count, bits)
+        except IntegrityError:
+            self._abort("a reconstructed secret failed its check")
+            raise
+        u1 = set(self._ads)
+        survivors = set(self._u3)
+        dropped = {
+            "share_keys": tuple(sorted(u1 - set(self._u2))),
+            "masked_input": tuple(sorted(set(self._u2) - survivors)),
+            "consistency": tuple(sorted(survivors - set(self._u4))),
+            "unmask": tuple(sorted(set(self._u4) - self._unmask_from)),
+        }
+        self._sum = None
+        self._points = {}
+        self.stage = ServerStage.DONE
+        return AggregateResult(total=total, survivors=self._u3, dropped=dropped, graph=graph)
+
+    def _unmask(
+        self,
+        total: RingArray,
+        recover: Callable[[int], bytes],
+        count: int,
+        bits: int,
+    ) -> RingArray:
+        """Remove every self mask and every mask shared with a dropped client (§3.6)."""
         survivors = set(self._u3)
         for owner in self._u3:
             seed = recover(owner)
@@ -384,14 +413,4 @@ class SecAggServer:
                     total += prg_expand(seed, count, bits)
         if bits not in (32, 64):
             total &= ring_dtype(bits)((1 << bits) - 1)
-        u1 = set(self._ads)
-        dropped = {
-            "share_keys": tuple(sorted(u1 - set(self._u2))),
-            "masked_input": tuple(sorted(set(self._u2) - survivors)),
-            "consistency": tuple(sorted(survivors - set(self._u4))),
-            "unmask": tuple(sorted(set(self._u4) - self._unmask_from)),
-        }
-        self._sum = None
-        self._points = {}
-        self.stage = ServerStage.DONE
-        return AggregateResult(total=total, survivors=self._u3, dropped=dropped, graph=graph)
+        return total

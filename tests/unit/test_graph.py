@@ -48,7 +48,7 @@ def test_full_parameters_rejects_tiny_cohorts():
         full_parameters(1, ThreatModel())
 
 
-@pytest.mark.parametrize("threat", THREATS[:4])
+@pytest.mark.parametrize("threat", THREATS[1:4])
 def test_sparse_parameters_invariants(threat):
     found = 0
     for n in (10, 20, 40, 80, 150, 300):
@@ -62,13 +62,22 @@ def test_sparse_parameters_invariants(threat):
         assert 2 <= p.degree < n - 1
         assert p.threshold <= p.degree
         assert 2 * p.threshold > p.degree + 1 + p.corrupt_bound
+        # Adversarial exclusion: a client cut off from one side of the ring
+        # (k/2 peers gone) sees at most k/2 + 1 + c peers and must refuse.
+        assert p.threshold > p.degree // 2 + 1 + p.corrupt_bound
         assert p.security_log2 <= -(threat.sigma + 1) + 1e-9
         assert p.correctness_log2 <= -threat.eta + 1e-9
     assert found > 0
 
 
+def test_strong_assumptions_leave_no_sparse_graph():
+    # gamma = 0.2 with delta = 0.1: t >= k/2 + c + 2 and t <= k - B cannot both hold.
+    assert sparse_parameters(500, ThreatModel()) is None
+    assert choose_parameters(500, ThreatModel()).kind is GraphKind.FULL
+
+
 def test_sparse_degree_grows_sublinearly():
-    threat = ThreatModel()
+    threat = ThreatModel(corrupt_fraction=0.05, dropout_fraction=0.1)
     small, large = sparse_parameters(300, threat), sparse_parameters(3000, threat)
     assert small is not None
     assert large is not None

@@ -1,0 +1,245 @@
+"""Attacks by a malicious coordinator found in review, each now refused.
+
+1. Selective delivery: the server gives target u only t - 1 peers' shares (corrupt
+   ones plus honest H), then drops H from U3 to rebuild their mask keys and strip
+   every mask from y_u. Honest u must refuse, because it counts only the peers it
+   actually masked with.
+2. Band exclusion on the sparse graph: the server ignores the inputs of two
+   windows of k/2 consecutive ring positions to isolate the arc between them and
+   learn its partial sum. The clients beside a window must refuse.
+3. A bad share must not leave the server half-unmasked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from securefed.errors import InsufficientSharesError, IntegrityError, ProtocolError
+from securefed.secagg import derive
+from securefed.secagg.client import SecAggClient
+from securefed.secagg.cohort import cohort_layout
+from securefed.secagg.graph import GRAPH_LABEL, GraphKind, ThreatModel
+from securefed.secagg.messages import (
+    CohortBroadcast,
+    ShareDelivery,
+    SurvivorList,
+)
+from securefed.secagg.primitives import sha256, x25519_usable
+from securefed.secagg.server import SecAggServer, ServerStage
+from securefed.secagg.shamir import FIELD_PRIME, decode_share_value, encode_share_value
+
+
+def _setup(h, n, label, *, graph, threat):
+    fed = h.make_federation(n, label)
+    ctx = h.make_context(fed, graph=graph, threat=threat, vector_length=20)
+    ids = fed.ids
+    inputs = h.make_inputs(ctx, ids)
+    clients = {
+        i: SecAggClient(
+            client_id=i,
+            identity=fed.identities[i],
+            roster=fed.roster,
+            context=ctx,
+            rng=h.rng("atk", label, i),
+        )
+        for i in ids
+    }
+    ads = {i: clients[i].advertise() for i in ids}
+    cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=tuple(ads[i] for i in ids))
+    params, nbrs, _ = cohort_layout(ads, ctx)
+    shares = {i: clients[i].share_keys(cohort) for i in ids}
+    return ctx, ids, inputs, clients, ads, params, nbrs, shares
+
+
+def _delivery(ctx, ids, shares, receiver, allowed=None):
+    cts = tuple(
+        (s, ct)
+        for s in ids
+        for (r, ct) in shares[s].ciphertexts
+        if r == receiver and (allowed is None or s in allowed)
+    )
+    return ShareDelivery(context_digest=ctx.digest(), receiver=receiver, ciphertexts=cts)
+
+
+@pytest.mark.parametrize(
+    ("n", "gamma", "graph", "corrupt"),
+    [
+        (5, 0.0, GraphKind.FULL, 0),  # no corrupt client at all
+        (12, 0.2, GraphKind.FULL, 3),  # default gamma, n + n_c odd
+        (14, 0.2, GraphKind.FULL, 3),
+        (200, 0.0, GraphKind.SPARSE, 0),
+    ],
+)
+def test_selective_delivery_cannot_isolate_one_client(helpers, n, gamma, graph, corrupt):
+    ctx, ids, inputs, clients, _, params, nbrs, shares = _setup(
+        helpers, n, f"sel{n}", graph=graph, threat=ThreatModel(corrupt_fraction=gamma)
+    )
+    t = params.threshold
+    u = ids[-1]
+    colluders = list(nbrs[u])[:corrupt]
+    honest = [v for v in nbrs[u] if v not in colluders][: t - 1 - corrupt]
+    masked = {}
+    for r in ids:
+        allowed = set(colluders) | set(honest) if r == u else None
+        masked[r] = clients[r].masked_input(_delivery(ctx, ids, shares, r, allowed), inputs[r])
+    peers = {u, *colluders, *honest}
+    # (a) U3 keeps the neighbours whose shares were withheld from u: u never
+    # masked with them, so it refuses the list outright.
+    u3 = tuple(i for i in ids if i not in honest)
+    with pytest.raises(ProtocolError):
+        clients[u].consistency(SurvivorList(context_digest=ctx.digest(), survivors=u3))
+    # (b) U3 drops them too: u is left with its colluding peers only (< t).
+    u3 = tuple(i for i in ids if i not in honest and (i not in nbrs[u] or i in peers))
+    with pytest.raises(InsufficientSharesError):
+        clients[u].consistency(SurvivorList(context_digest=ctx.digest(), survivors=u3))
+    # (c) The honest list is still accepted afterwards: refusals changed nothing.
+    u3 = tuple(i for i in ids if i not in nbrs[u] or i in peers)
+    assert clients[u].consistency(SurvivorList(context_digest=ctx.digest(), survivors=u3))
+
+
+def test_band_exclusion_on_the_sparse_ring_is_refused(helpers):
+    n = 200
+    ctx, ids, inputs, clients, ads, params, _, shares = _setup(
+        helpers, n, "band", graph=GraphKind.SPARSE, threat=ThreatModel(corrupt_fraction=0.0)
+    )
+    assert params.kind is GraphKind.SPARSE
+    half = params.degree // 2
+    seed = derive.graph_seed(ctx.digest(), ((i, ads[i].signature) for i in ids))
+    ring = sorted(ids, key=lambda c: sha256(GRAPH_LABEL, seed, c.to_bytes(4, "big")))
+    arc_length = half + 1
+    band1 = ring[:half]
+    arc = ring[half : half + arc_length]
+    band2 = ring[half + arc_length : 2 * half + arc_length]
+    for r in ids:
+        clients[r].masked_input(_delivery(ctx, ids, shares, r), inputs[r])
+    u3 = tuple(i for i in ids if i not in set(band1) | set(band2))
+    survivors = SurvivorList(context_digest=ctx.digest(), survivors=u3)
+    refused = set()
+    for c in (arc[0], arc[-1], ring[2 * half + arc_length], ring[-1]):
+        with pytest.raises(InsufficientSharesError):
+            clients[c].consistency(survivors)
+        refused.add(c)
+    # Both ends of the isolated arc refuse, so their self-mask seeds are never
+    # revealed by them and the arc's partial sum stays masked.
+    assert {arc[0], arc[-1]} <= refused
+
+
+def test_bad_share_aborts_finalize_without_touching_the_sum(helpers):
+    h = helpers
+    fed = h.make_federation(6, "finalize")
+    ctx = h.make_context(fed, vector_length=5)
+    ids = fed.ids
+    inputs = h.make_inputs(ctx, ids)
+    server = SecAggServer(roster=fed.roster, context=ctx)
+    clients = {
+        i: SecAggClient(
+            client_id=i,
+            identity=fed.identities[i],
+            roster=fed.roster,
+            context=ctx,
+            rng=h.rng("fin", i),
+        )
+        for i in ids
+    }
+    for i in ids:
+        server.receive_advertisement(clients[i].advertise())
+    cohort = server.close_advertise()
+    for i in ids:
+        server.receive_share_keys(clients[i].share_keys(cohort))
+    deliveries = server.close_share_keys()
+    for i in ids[:-1]:  # client 6 drops
+        server.receive_masked_input(clients[i].masked_input(deliveries[i], inputs[i]))
+    listed = server.close_masked_input()
+    for i in listed.survivors:
+        server.receive_consistency(clients[i].consistency(listed))
+    bundle = server.close_consistency()
+    for i in listed.survivors:
+        message = clients[i].unmask(bundle)
+        if i == 1:  # a corrupt holder corrupts its share of the dropped client's key
+            message = dataclasses.replace(
+                message,
+                shares=tuple(
+                    dataclasses.replace(
+                        s,
+                        value=encode_share_value((decode_share_value(s.value) + 1) % FIELD_PRIME),
+                    )
+                    if s.owner == 6
+                    else s
+                    for s in message.shares
+                ),
+            )
+        server.receive_unmask(message)
+    with pytest.raises(IntegrityError):
+        server.finalize()
+    assert server.stage is ServerStage.ABORTED
+    with pytest.raises(ProtocolError):
+        server.finalize()
+
+
+def test_low_order_keys_are_refused_at_advertisement(helpers):
+    h = helpers
+    fed = h.make_federation(4, "low-order")
+    ctx = h.make_context(fed)
+    client = SecAggClient(
+        client_id=1, identity=fed.identities[1], roster=fed.roster, context=ctx, rng=h.rng("lo")
+    )
+    ad = client.advertise()
+    assert x25519_usable(ad.mask_key)
+    zero = bytes(32)
+    assert not x25519_usable(zero)
+    payload = derive.advertise_payload(ctx.digest(), 1, ad.encryption_key, zero, ad.seed_commitment)
+    forged = dataclasses.replace(ad, mask_key=zero, signature=fed.identities[1].sign(payload))
+    server = SecAggServer(roster=fed.roster, context=ctx)
+    with pytest.raises(ProtocolError):
+        server.receive_advertisement(forged)
+    server.receive_advertisement(ad)  # state unchanged: the honest advertisement is accepted
+
+
+def test_owner_minimum_cohort_beats_the_server_context(helpers):
+    h = helpers
+    fed = h.make_federation(4, "min-cohort")
+    ctx = h.make_context(fed, min_clients=3)
+    clients = {
+        i: SecAggClient(
+            client_id=i,
+            identity=fed.identities[i],
+            roster=fed.roster,
+            context=ctx,
+            rng=h.rng("mc", i),
+            min_cohort=10,
+        )
+        for i in fed.ids
+    }
+    ads = tuple(clients[i].advertise() for i in fed.ids)
+    cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=ads)
+    with pytest.raises(InsufficientSharesError):
+        clients[1].share_keys(cohort)
+
+
+def test_negative_or_wrong_dtype_input_is_refused(helpers):
+    h = helpers
+    fed = h.make_federation(4, "dtype")
+    ctx = h.make_context(fed, vector_length=3)
+    inputs = h.make_inputs(ctx, fed.ids)
+    report = h.run_round(fed, ctx, inputs, label="dtype")
+    assert report.result is not None
+    bad = dataclasses.replace(inputs[1], values=inputs[1].values.astype("int64") - 10**6)
+    clients = {
+        i: SecAggClient(
+            client_id=i,
+            identity=fed.identities[i],
+            roster=fed.roster,
+            context=ctx,
+            rng=h.rng("dt", i),
+        )
+        for i in fed.ids
+    }
+    ads = tuple(clients[i].advertise() for i in fed.ids)
+    cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=ads)
+    shares = {i: clients[i].share_keys(cohort) for i in fed.ids}
+    delivery = _delivery(ctx, fed.ids, shares, 1)
+    with pytest.raises(ProtocolError):
+        clients[1].masked_input(delivery, bad)
+    clients[1].masked_input(delivery, inputs[1])  # unchanged: the good input still goes through
