@@ -46,13 +46,14 @@ from securefed.secagg.messages import (
 from securefed.secagg.packing import pack
 from securefed.secagg.primitives import (
     KEY_BYTES,
+    MaskExpander,
     RingArray,
     aead_decrypt,
     aead_encrypt,
     ed25519_verify,
-    prg_expand,
     ring_dtype,
     x25519_generate,
+    x25519_shared,
 )
 from securefed.secagg.roster import IdentityKey, Roster
 from securefed.secagg.shamir import (
@@ -131,6 +132,7 @@ class SecAggClient:
         self._advert: AdvertiseKeys | None = None
         self._cohort: _Cohort | None = None
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (mask-key share, seed share)
+        self._channels: dict[int, bytes] = {}  # neighbour -> X25519 secret of the share keys
         self._peers: frozenset[int] = frozenset()  # itself + neighbours whose shares it opened
         self._survivors: tuple[int, ...] = ()
         self._revealed: dict[int, SecretKind] = {}
@@ -163,6 +165,7 @@ class SecAggClient:
         self._enc_private = self._mask_private = None
         self._mask_private_raw = self._self_seed = None
         self._held = {}
+        self._channels = {}
 
     # -- stage 0 ---------------------------------------------------------------------------
 
@@ -244,16 +247,14 @@ class SecAggClient:
         seed_shares = split(
             self._secret(self._self_seed), xs=hx, threshold=params.threshold, rng=self._rng
         )
+        channels: dict[int, bytes] = {}  # peer -> X25519 secret, reused for the reply direction
         ciphertexts = []
         for holder, x, ks, ss in zip(
             holders[1:], hx[1:], key_shares[1:], seed_shares[1:], strict=True
         ):
-            key, nonce = derive.share_channel(
-                enc_private,
-                ads[holder].encryption_key,
-                self.context,
-                sender=self.client_id,
-                receiver=holder,
+            channels[holder] = x25519_shared(enc_private, ads[holder].encryption_key)
+            key, nonce = derive.share_channel_from_secret(
+                channels[holder], self.context, sender=self.client_id, receiver=holder
             )
             plaintext = (
                 self.client_id.to_bytes(4, "big")
@@ -266,6 +267,8 @@ class SecAggClient:
             ciphertexts.append((holder, aead_encrypt(key, nonce, plaintext, ad)))
         self._cohort = _Cohort(ads=ads, params=params, neighbours=neighbours, xs=xs)
         self._held = {self.client_id: (key_shares[0], seed_shares[0])}
+        self._channels = channels
+        self._enc_private = None  # every channel secret is derived; the key is not needed
         self._mask_private_raw = None  # shared now; the loaded key suffices for masking
         self.stage = ClientStage.SHARED
         return ShareKeys(
@@ -276,7 +279,6 @@ class SecAggClient:
 
     def _open_shares(self, delivery: ShareDelivery) -> dict[int, tuple[int, int]]:
         cohort = self._secret(self._cohort)
-        enc_private = self._secret(self._enc_private)
         self._check_digest(delivery.context_digest)
         if delivery.receiver != self.client_id:
             raise ProtocolError("shares addressed to another client")
@@ -286,12 +288,8 @@ class SecAggClient:
         for sender, ciphertext in delivery.ciphertexts:
             if sender not in allowed or sender in opened:
                 raise ProtocolError("shares from a client that is not a (single) neighbour")
-            key, nonce = derive.share_channel(
-                enc_private,
-                cohort.ads[sender].encryption_key,
-                self.context,
-                sender=sender,
-                receiver=self.client_id,
+            key, nonce = derive.share_channel_from_secret(
+                self._channels[sender], self.context, sender=sender, receiver=self.client_id
             )
             ad = derive.share_associated_data(self.context, sender=sender, receiver=self.client_id)
             plaintext = aead_decrypt(key, nonce, ciphertext, ad)
@@ -345,16 +343,17 @@ class SecAggClient:
         bits = p.ring_bits
         dtype = ring_dtype(bits)
         count = p.vector_length + 1
+        expander = MaskExpander(count, bits)
         masked: RingArray = data.values.astype(dtype)
-        masked += prg_expand(self._secret(self._self_seed), count, bits)
+        masked += expander.expand(self._secret(self._self_seed))
         for peer in sorted(opened):
             seed = derive.mask_seed(
                 mask_private, cohort.ads[peer].mask_key, self.context, self.client_id, peer
             )
             if self.client_id < peer:
-                masked += prg_expand(seed, count, bits)
+                masked += expander.expand(seed)
             else:
-                masked -= prg_expand(seed, count, bits)
+                masked -= expander.expand(seed)
         if bits not in (32, 64):
             masked &= dtype((1 << bits) - 1)
         self._held.update(opened)

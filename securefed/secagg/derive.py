@@ -31,6 +31,7 @@ __all__ = [
     "seed_commitment",
     "share_associated_data",
     "share_channel",
+    "share_channel_from_secret",
 ]
 
 LABEL_ADVERTISE = b"securefed/secagg/v1/advertise"
@@ -77,10 +78,19 @@ def share_channel(
     the *ordered* pair (sender, receiver), so each direction has its own key and
     nonce. Each key encrypts exactly one message.
     """
+    return share_channel_from_secret(
+        x25519_shared(own_private, peer_public), context, sender=sender, receiver=receiver
+    )
+
+
+def share_channel_from_secret(
+    shared_secret: bytes, context: RoundContext, *, sender: int, receiver: int
+) -> tuple[bytes, bytes]:
+    """:func:`share_channel` from an X25519 secret already computed (one per pair, both ways)."""
     info = _label(Writer(), LABEL_SHARE_KEY).u8(PROTOCOL_VERSION).u64(context.round_id)
     info.fixed(context.model_hash, KEY_BYTES).u32(sender).u32(receiver)
     okm = hkdf_sha256(
-        x25519_shared(own_private, peer_public),
+        shared_secret,
         salt=context.digest(),
         info=info.getvalue(),
         length=AEAD_KEY_BYTES + AEAD_NONCE_BYTES,

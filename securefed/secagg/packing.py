@@ -69,12 +69,12 @@ def unpack(data: bytes, bits: int, count: int) -> RingArray:
         np.frombuffer(bytes(buffer), dtype="<u8").reshape(groups, bits).T
     ).astype(np.uint64)
     mask = np.uint64((1 << bits) - 1)
-    columns = np.empty((_GROUP, groups), dtype=np.uint64)
+    values = np.empty((groups, _GROUP), dtype=np.uint64)
     for i in range(_GROUP):
         offset = i * bits
         word, shift = divmod(offset, 64)
         column = words[word] >> np.uint64(shift)
         if shift + bits > 64:
             column |= words[word + 1] << np.uint64(64 - shift)
-        columns[i] = column & mask
-    return columns.T.reshape(-1)[:count].astype(dtype)
+        np.bitwise_and(column, mask, out=values[:, i])
+    return values.reshape(-1)[:count].astype(dtype, copy=False)

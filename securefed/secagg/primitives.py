@@ -17,11 +17,12 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securefed.errors import IntegrityError
-from securefed.randomness import RandomSource, chacha20_stream
+from securefed.randomness import RandomSource
 
 __all__ = [
     "AEAD_KEY_BYTES",
@@ -29,6 +30,7 @@ __all__ = [
     "KEY_BYTES",
     "PRG_NONCE_MASK",
     "SIGNATURE_BYTES",
+    "MaskExpander",
     "RingArray",
     "aead_decrypt",
     "aead_encrypt",
@@ -215,8 +217,46 @@ def prg_expand(seed: bytes, count: int, bits: int) -> RingArray:
         raise ValueError("count must be non-negative")
     dtype = ring_dtype(bits)
     width = np.dtype(dtype).itemsize
-    stream = chacha20_stream(seed, PRG_NONCE_MASK, count * width)
-    values = np.frombuffer(bytearray(stream), dtype=np.dtype(dtype).newbyteorder("<"))
+    length = count * width
+    # Keystream written straight into a writable buffer (no intermediate copy).
+    buffer = bytearray(length)
+    Cipher(algorithms.ChaCha20(seed, PRG_NONCE_MASK), mode=None).encryptor().update_into(
+        bytes(length), buffer
+    )
+    values = np.frombuffer(buffer, dtype=np.dtype(dtype).newbyteorder("<"))
     if bits not in (32, 64):
         values &= dtype((1 << bits) - 1)
     return values
+
+
+class MaskExpander:
+    """:func:`prg_expand` for many seeds of one length, into one reused buffer.
+
+    Writing each keystream into the same pre-faulted buffer avoids fresh page
+    allocations per mask, which otherwise cost several times the cipher itself.
+    The array returned by :meth:`expand` is a view that the next call overwrites:
+    use it (e.g. add it to an accumulator) before expanding the next seed.
+    """
+
+    __slots__ = ("_bits", "_buffer", "_dtype", "_mask", "_zeros")
+
+    def __init__(self, count: int, bits: int) -> None:
+        if count < 0:
+            raise ValueError("count must be non-negative")
+        self._bits = bits
+        self._dtype = ring_dtype(bits)
+        length = count * np.dtype(self._dtype).itemsize
+        self._zeros = bytes(length)
+        self._buffer = bytearray(length)
+        self._mask = self._dtype((1 << bits) - 1) if bits not in (32, 64) else None
+
+    def expand(self, seed: bytes) -> RingArray:
+        """The same values as ``prg_expand(seed, count, bits)``, as a reused view."""
+        if len(seed) != KEY_BYTES:
+            raise ValueError("mask seed must be 32 bytes")
+        encryptor = Cipher(algorithms.ChaCha20(seed, PRG_NONCE_MASK), mode=None).encryptor()
+        encryptor.update_into(self._zeros, self._buffer)
+        values = np.frombuffer(self._buffer, dtype=np.dtype(self._dtype).newbyteorder("<"))
+        if self._mask is not None:
+            values &= self._mask
+        return values

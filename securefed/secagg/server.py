@@ -14,6 +14,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from securefed.errors import (
     InsufficientSharesError,
     IntegrityError,
@@ -38,10 +40,10 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.packing import packed_size, unpack
 from securefed.secagg.primitives import (
+    MaskExpander,
     RingArray,
     ct_equal,
     ed25519_verify,
-    prg_expand,
     ring_dtype,
     x25519_public,
     x25519_usable,
@@ -110,8 +112,11 @@ class SecAggServer:
         self._neighbours: dict[int, tuple[int, ...]] = {}
         self._xs: dict[int, int] = {}
         self._shares_in: dict[int, ShareKeys] = {}
+        self._neighbour_sets: dict[int, frozenset[int]] = {}
         self._u2: tuple[int, ...] = ()
+        self._u2_set: frozenset[int] = frozenset()
         self._u3: tuple[int, ...] = ()
+        self._u3_set: frozenset[int] = frozenset()
         self._u4: dict[int, bytes] = {}
         self._consistency_prefix = b""
         self._unmask_from: set[int] = set()
@@ -183,6 +188,7 @@ class SecAggServer:
         if len(self._ads) < self.context.params.min_clients:
             raise self._abort("too few clients advertised keys")
         self._graph, self._neighbours, self._xs = cohort_layout(self._ads, self.context)
+        self._neighbour_sets = {u: frozenset(v) for u, v in self._neighbours.items()}
         self.stage = ServerStage.SHARE_KEYS
         return CohortBroadcast(
             context_digest=self._digest,
@@ -213,6 +219,7 @@ class SecAggServer:
         if len(self._shares_in) < graph.threshold:
             raise self._abort("too few clients shared keys")
         self._u2 = tuple(sorted(self._shares_in))
+        self._u2_set = frozenset(self._u2)
         inbox: dict[int, list[tuple[int, bytes]]] = {u: [] for u in self._u2}
         for sender in self._u2:
             for receiver, ciphertext in self._shares_in[sender].ciphertexts:
@@ -262,6 +269,7 @@ class SecAggServer:
         if len(self._received) < self._layout().threshold:
             raise self._abort("too few masked inputs")
         self._u3 = tuple(sorted(self._received))
+        self._u3_set = frozenset(self._u3)
         self._consistency_prefix = derive.consistency_prefix(self._digest, self._u3)
         self.stage = ServerStage.CONSISTENCY
         return SurvivorList(context_digest=self._digest, survivors=self._u3)
@@ -306,15 +314,16 @@ class SecAggServer:
         sender = message.sender
         if sender not in self._u4 or sender in self._unmask_from:
             raise ProtocolError("unmask shares from a client outside U4, or twice")
-        survivors = set(self._u3)
-        u2 = set(self._u2)
+        survivors = self._u3_set
+        u2 = self._u2_set
+        holders = self._neighbour_sets
         accepted: list[tuple[int, int, int]] = []
         seen: set[int] = set()
         for share in message.shares:
             owner = share.owner
             if owner in seen or owner not in u2:
                 raise ProtocolError("share for an unknown owner, or twice")
-            if owner != sender and sender not in self._neighbours[owner]:
+            if owner != sender and sender not in holders[owner]:
                 raise ProtocolError("share from a client that is not the owner's holder")
             expected = SecretKind.SELF_SEED if owner in survivors else SecretKind.MASK_KEY
             if share.kind is not expected:
@@ -386,6 +395,7 @@ class SecAggServer:
     ) -> RingArray:
         """Remove every self mask and every mask shared with a dropped client (§3.6)."""
         survivors = set(self._u3)
+        expander = MaskExpander(count, bits)
         for owner in self._u3:
             seed = recover(owner)
             if not ct_equal(
@@ -393,13 +403,14 @@ class SecAggServer:
                 self._ads[owner].seed_commitment,
             ):
                 raise IntegrityError()
-            total -= prg_expand(seed, count, bits)
+            total -= expander.expand(seed)
         for owner in self._u2:
             if owner in survivors:
                 continue
-            private = recover(owner)
-            if not ct_equal(x25519_public(private), self._ads[owner].mask_key):
+            raw = recover(owner)
+            if not ct_equal(x25519_public(raw), self._ads[owner].mask_key):
                 raise IntegrityError()
+            private = X25519PrivateKey.from_private_bytes(raw)
             for peer in self._neighbours[owner]:
                 if peer not in survivors:
                     continue
@@ -408,9 +419,9 @@ class SecAggServer:
                 )
                 # peer added +PRG when peer < owner, -PRG otherwise; undo it.
                 if peer < owner:
-                    total -= prg_expand(seed, count, bits)
+                    total -= expander.expand(seed)
                 else:
-                    total += prg_expand(seed, count, bits)
+                    total += expander.expand(seed)
         if bits not in (32, 64):
             total &= ring_dtype(bits)((1 << bits) - 1)
         return total

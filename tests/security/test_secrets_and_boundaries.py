@@ -79,6 +79,8 @@ def test_no_secret_in_repr_logs_or_errors(helpers, manual_round, caplog):
     errors: list[SecurefedError] = []
     other = manual_round(fed, ctx, label="secrets-2")
     ads = other.advertise()
+    for client in other.clients.values():
+        secrets += [_raw(client._enc_private), client._self_seed]
     other.share()
     delivery = other.deliveries[1]
     sender, ct = delivery.ciphertexts[0]
@@ -95,7 +97,7 @@ def test_no_secret_in_repr_logs_or_errors(helpers, manual_round, caplog):
     errors.append(info.value)
     texts += [str(e) for e in errors] + [repr(e) for e in errors]
     for client in other.clients.values():
-        secrets += [_raw(client._enc_private), client._self_seed]
+        secrets += list(client._channels.values())  # X25519 secrets of the share channels
 
     texts.append(caplog.text)
     texts += [str(r.args) for r in caplog.records]
