@@ -26,7 +26,7 @@ from securefed.errors import (
 from securefed.randomness import OsRandom, RandomSource
 from securefed.secagg import derive
 from securefed.secagg.client_input import QuantizedInput
-from securefed.secagg.cohort import cohort_layout
+from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
 from securefed.secagg.graph import GraphParameters
 from securefed.secagg.messages import (
@@ -84,7 +84,7 @@ class _Cohort:
     ads: dict[int, AdvertiseKeys]
     params: GraphParameters
     neighbours: tuple[int, ...]
-    xs: dict[int, int]  # client id -> Shamir x-coordinate (1-based cohort position)
+    xs: ShareCoordinates
 
 
 class SecAggClient:
@@ -240,7 +240,7 @@ class SecAggClient:
         neighbours = graph[self.client_id]
         holders = (self.client_id, *neighbours)
         enc_private = self._secret(self._enc_private)
-        hx = [xs[h] for h in holders]
+        hx = [xs.x(self.client_id, h) for h in holders]
         key_shares = split(
             self._secret(self._mask_private_raw), xs=hx, threshold=params.threshold, rng=self._rng
         )
@@ -283,7 +283,6 @@ class SecAggClient:
         if delivery.receiver != self.client_id:
             raise ProtocolError("shares addressed to another client")
         allowed = set(cohort.neighbours)
-        own_x = cohort.xs[self.client_id]
         opened: dict[int, tuple[int, int]] = {}
         for sender, ciphertext in delivery.ciphertexts:
             if sender not in allowed or sender in opened:
@@ -298,7 +297,7 @@ class SecAggClient:
             owner = int.from_bytes(plaintext[0:4], "big")
             holder = int.from_bytes(plaintext[4:8], "big")
             x = int.from_bytes(plaintext[8:12], "big")
-            if owner != sender or holder != self.client_id or x != own_x:
+            if owner != sender or holder != self.client_id or x != cohort.xs.x(sender, holder):
                 raise IntegrityError()
             try:
                 opened[sender] = (
@@ -440,7 +439,6 @@ class SecAggClient:
         if len(signers & holders) < cohort.params.threshold:
             raise InsufficientSharesError("too few share holders confirmed the survivor list")
         shares = []
-        x = cohort.xs[self.client_id]
         for owner in sorted(self._held):
             kind = SecretKind.SELF_SEED if owner in survivors else SecretKind.MASK_KEY
             previous = self._revealed.get(owner)
@@ -448,6 +446,7 @@ class SecAggClient:
                 raise ProtocolError("refusing to reveal both secrets of one client")
             key_share, seed_share = self._held[owner]
             value = seed_share if kind is SecretKind.SELF_SEED else key_share
+            x = cohort.xs.x(owner, self.client_id)
             shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=encode_share_value(value)))
         for s in shares:
             self._revealed[s.owner] = s.kind

@@ -6,6 +6,7 @@ Client and server compute it the same way from the same signed cohort
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 
 from securefed.secagg import derive
@@ -13,15 +14,40 @@ from securefed.secagg.context import RoundContext
 from securefed.secagg.graph import GraphParameters, choose_parameters, neighbourhoods
 from securefed.secagg.messages import AdvertiseKeys
 
-__all__ = ["cohort_layout"]
+__all__ = ["ShareCoordinates", "cohort_layout"]
+
+
+class ShareCoordinates:
+    """Shamir x-coordinates: holder ``h`` of owner ``o``'s secrets sits at ``x(o, h)``.
+
+    ``x(o, h)`` is ``h``'s 1-based position among ``o``'s holders (``o`` and its
+    neighbours) sorted by client id (protocols/secagg.md §3.5). With the full
+    graph that is ``h``'s position in the cohort; with the sparse graph every
+    owner's holders use ``1..k+1``, so the server interpolates most secrets on
+    the same points and reuses one set of Lagrange coefficients.
+    """
+
+    __slots__ = ("_neighbours",)
+
+    def __init__(self, neighbours: Mapping[int, tuple[int, ...]]) -> None:
+        self._neighbours = neighbours
+
+    def x(self, owner: int, holder: int) -> int:
+        """The coordinate of ``holder``'s share of ``owner``'s secrets."""
+        others = self._neighbours[owner]  # sorted, owner excluded
+        position = bisect.bisect_left(others, holder)
+        if holder != owner and (position == len(others) or others[position] != holder):
+            raise ValueError("not one of the owner's share holders")
+        return 1 + position + (1 if owner < holder else 0)
 
 
 def cohort_layout(
     ads: Mapping[int, AdvertiseKeys], context: RoundContext
-) -> tuple[GraphParameters, dict[int, tuple[int, ...]], dict[int, int]]:
-    """Graph parameters, neighbourhoods and x-coordinates of a verified cohort."""
+) -> tuple[GraphParameters, dict[int, tuple[int, ...]], ShareCoordinates]:
+    """Graph parameters, neighbourhoods and share coordinates of a verified cohort."""
     ids = sorted(ads)
     p = context.params
     params = choose_parameters(len(ids), p.threat, kind=p.graph, full_up_to=p.full_graph_up_to)
     seed = derive.graph_seed(context.digest(), ((i, ads[i].signature) for i in ids))
-    return params, neighbourhoods(ids, params, seed), {u: k + 1 for k, u in enumerate(ids)}
+    graph = neighbourhoods(ids, params, seed)
+    return params, graph, ShareCoordinates(graph)

@@ -8,12 +8,16 @@ high bits of the last byte are zero and are checked on unpacking.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from securefed.errors import ProtocolError
 from securefed.secagg.primitives import RingArray, ring_dtype
 
-__all__ = ["pack", "packed_size", "unpack"]
+__all__ = ["pack", "packed_size", "padded_length", "unpack", "unpack_add"]
 
 _GROUP = 64  # 64 values of b bits fill exactly b 64-bit words
 
@@ -28,22 +32,66 @@ def pack(values: RingArray, bits: int) -> bytes:
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
     count = int(values.shape[0])
-    if bits == 64 or (bits == 32 and values.dtype == np.uint32):
-        return values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
-    groups = -(-count // _GROUP)
-    padded = np.zeros(groups * _GROUP, dtype=np.uint64)
-    padded[:count] = values
-    columns = np.ascontiguousarray(padded.reshape(groups, _GROUP).T)
-    words = np.zeros((bits, groups), dtype=np.uint64)
-    for i in range(_GROUP):
-        offset = i * bits
-        word, shift = divmod(offset, 64)
-        column = columns[i]
-        words[word] |= column << np.uint64(shift)
-        if shift + bits > 64:
-            words[word + 1] |= column >> np.uint64(64 - shift)
-    out = np.ascontiguousarray(words.T).astype("<u8", copy=False).tobytes()
-    return out[: packed_size(count, bits)]
+    width = _word_bits(bits)
+    word_type = np.uint32 if width == 32 else np.uint64
+    little = np.dtype(word_type).newbyteorder("<")
+    if bits == width:
+        return values.astype(little, copy=False).tobytes()
+    groups = -(-count // width)
+    padded = np.zeros((groups, width), dtype=word_type)
+    padded.reshape(-1)[:count] = values
+    words = np.zeros((groups, bits), dtype=word_type)
+    for i in range(width):
+        word, shift = divmod(i * bits, width)
+        column = padded[:, i]
+        words[:, word] |= column << word_type(shift)
+        if shift + bits > width:
+            words[:, word + 1] |= column >> word_type(width - shift)
+    return words.astype(little, copy=False).tobytes()[: packed_size(count, bits)]
+
+
+def padded_length(count: int) -> int:
+    """Length of an accumulator for :func:`unpack_add`: ``count`` rounded up to 64."""
+    return -(-count // _GROUP) * _GROUP
+
+
+def _word_bits(bits: int) -> int:
+    # Decode with 32-bit words when elements fit: half the column passes of 64-bit
+    # words. The bit layout is the same either way (little-endian, LSB first).
+    return 32 if bits <= 32 else 64
+
+
+def _checked_words(data: bytes, bits: int, count: int) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """Validate a packed vector and view it as words, one row of ``bits`` words per group."""
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in [1, 64]")
+    if len(data) != packed_size(count, bits):
+        raise ProtocolError("packed vector has the wrong length")
+    total_bits = count * bits
+    if total_bits % 8 and data[-1] >> (total_bits % 8):
+        raise ProtocolError("packed vector has non-zero padding bits")
+    width = _word_bits(bits)
+    groups = -(-count // width)
+    words = np.zeros(groups * bits, dtype="<u4" if width == 32 else "<u8")
+    words.view(np.uint8)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return words.reshape(groups, bits)
+
+
+def _columns(
+    words: npt.NDArray[np.unsignedinteger[Any]], bits: int
+) -> Iterator[tuple[int, RingArray]]:
+    """Yield ``(i, element i of every group)``; a group is one word size of elements."""
+    width = _word_bits(bits)
+    word_type = np.uint32 if width == 32 else np.uint64
+    mask = word_type((1 << bits) - 1)
+    for i in range(width):
+        word, shift = divmod(i * bits, width)
+        column = words[:, word] >> word_type(shift)
+        if shift + bits > width:
+            column |= words[:, word + 1] << word_type(width - shift)
+        if bits != width:
+            column &= mask
+        yield i, column
 
 
 def unpack(data: bytes, bits: int, count: int) -> RingArray:
@@ -52,29 +100,30 @@ def unpack(data: bytes, bits: int, count: int) -> RingArray:
     Raises:
         ProtocolError: wrong length or non-zero padding bits.
     """
-    if not 1 <= bits <= 64:
-        raise ValueError("bits must be in [1, 64]")
-    if len(data) != packed_size(count, bits):
-        raise ProtocolError("packed vector has the wrong length")
-    dtype = ring_dtype(bits)
-    total_bits = count * bits
-    if total_bits % 8 and data[-1] >> (total_bits % 8):
-        raise ProtocolError("packed vector has non-zero padding bits")
-    if bits in (32, 64):
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
-    groups = -(-count // _GROUP)
-    buffer = bytearray(groups * bits * 8)
-    buffer[: len(data)] = data
-    words = np.ascontiguousarray(
-        np.frombuffer(bytes(buffer), dtype="<u8").reshape(groups, bits).T
-    ).astype(np.uint64)
-    mask = np.uint64((1 << bits) - 1)
-    values = np.empty((groups, _GROUP), dtype=np.uint64)
-    for i in range(_GROUP):
-        offset = i * bits
-        word, shift = divmod(offset, 64)
-        column = words[word] >> np.uint64(shift)
-        if shift + bits > 64:
-            column |= words[word + 1] << np.uint64(64 - shift)
-        np.bitwise_and(column, mask, out=values[:, i])
-    return values.reshape(-1)[:count].astype(dtype, copy=False)
+    words = _checked_words(data, bits, count)
+    values = np.empty((words.shape[0], _word_bits(bits)), dtype=ring_dtype(bits))
+    for i, column in _columns(words, bits):
+        values[:, i] = column
+    return values.reshape(-1)[:count]
+
+
+def unpack_add(data: bytes, bits: int, count: int, total: RingArray) -> None:
+    """Add the packed vector into ``total`` (modulo the word size) without materialising it.
+
+    Args:
+        data: a packed vector of ``count`` elements of ``bits`` bits.
+        bits: element width.
+        count: number of elements.
+        total: accumulator of :func:`padded_length` (``count``) elements of
+            :func:`ring_dtype` (``bits``); elements past ``count`` receive zeros.
+
+    Raises:
+        ProtocolError: wrong length or non-zero padding bits (``total`` unchanged).
+    """
+    words = _checked_words(data, bits, count)
+    if total.shape != (padded_length(count),) or total.dtype != ring_dtype(bits):
+        raise ValueError("accumulator has the wrong shape or dtype")
+    width = _word_bits(bits)
+    grid = total[: words.shape[0] * width].reshape(-1, width)
+    for i, column in _columns(words, bits):
+        np.add(grid[:, i], column, out=grid[:, i], casting="unsafe")

@@ -14,6 +14,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from securefed.errors import (
@@ -23,7 +24,7 @@ from securefed.errors import (
     UnprotectedUpdateError,
 )
 from securefed.secagg import derive
-from securefed.secagg.cohort import cohort_layout
+from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
 from securefed.secagg.graph import GraphParameters
 from securefed.secagg.messages import (
@@ -38,7 +39,7 @@ from securefed.secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
-from securefed.secagg.packing import packed_size, unpack
+from securefed.secagg.packing import packed_size, padded_length, unpack_add
 from securefed.secagg.primitives import (
     MaskExpander,
     RingArray,
@@ -110,7 +111,7 @@ class SecAggServer:
         self._ads: dict[int, AdvertiseKeys] = {}
         self._graph: GraphParameters | None = None
         self._neighbours: dict[int, tuple[int, ...]] = {}
-        self._xs: dict[int, int] = {}
+        self._xs: ShareCoordinates | None = None
         self._shares_in: dict[int, ShareKeys] = {}
         self._neighbour_sets: dict[int, frozenset[int]] = {}
         self._u2: tuple[int, ...] = ()
@@ -252,11 +253,9 @@ class SecAggServer:
         count = p.vector_length + 1
         if len(message.payload) != packed_size(count, bits):
             raise ProtocolError("masked input has the wrong size")
-        vector = unpack(message.payload, bits, count)
         if self._sum is None:
-            self._sum = vector
-        else:
-            self._sum += vector
+            self._sum = np.zeros(padded_length(count), dtype=ring_dtype(bits))
+        unpack_add(message.payload, bits, count, self._sum)  # validates before adding
         self._received.add(message.sender)
 
     def close_masked_input(self) -> SurvivorList:
@@ -317,6 +316,9 @@ class SecAggServer:
         survivors = self._u3_set
         u2 = self._u2_set
         holders = self._neighbour_sets
+        xs = self._xs
+        if xs is None:
+            raise ProtocolError("the cohort is not fixed yet")
         accepted: list[tuple[int, int, int]] = []
         seen: set[int] = set()
         for share in message.shares:
@@ -328,7 +330,7 @@ class SecAggServer:
             expected = SecretKind.SELF_SEED if owner in survivors else SecretKind.MASK_KEY
             if share.kind is not expected:
                 raise ProtocolError("share of the wrong secret kind")
-            if share.x != self._xs[sender]:
+            if share.x != xs.x(owner, sender):
                 raise ProtocolError("share at the wrong x-coordinate")
             accepted.append((owner, share.x, decode_share_value(share.value)))
             seen.add(owner)
@@ -369,7 +371,7 @@ class SecAggServer:
                 raise IntegrityError() from None
 
         try:
-            total = self._unmask(self._sum.copy(), recover, count, bits)
+            total = self._unmask(self._sum[:count].copy(), recover, count, bits)
         except IntegrityError:
             self._abort("a reconstructed secret failed its check")
             raise
