@@ -8,6 +8,7 @@ trailing bytes, short input and oversized counts with :class:`ProtocolError`.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from securefed.errors import ProtocolError
 
@@ -117,6 +118,12 @@ class Reader:
         if n > MAX_LIST_ITEMS:
             raise ProtocolError("list is longer than allowed")
         return n
+
+    def records(self, fmt: str) -> list[tuple[Any, ...]]:
+        """Read a u32 count, then that many fixed-size records of struct format ``fmt``."""
+        layout = struct.Struct(fmt)
+        n = self.count()
+        return list(layout.iter_unpack(self._take(n * layout.size))) if n else []
 
     def done(self) -> None:
         """Require that the whole message was consumed."""

@@ -106,6 +106,10 @@ def _ids(r: Reader) -> tuple[int, ...]:
     return tuple(r.u32() for _ in range(r.count()))
 
 
+def _addressed_ciphertexts(r: Reader) -> tuple[tuple[int, bytes], ...]:
+    return tuple((int(peer), bytes(ct)) for peer, ct in r.records(f">I{SHARE_CIPHERTEXT_BYTES}s"))
+
+
 def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
     w.u32(len(ids))
     for i in ids:
@@ -174,7 +178,7 @@ class ShareKeys(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> ShareKeys:
         sender = r.u32()
-        cts = tuple((r.u32(), r.fixed(SHARE_CIPHERTEXT_BYTES)) for _ in range(r.count()))
+        cts = _addressed_ciphertexts(r)
         return cls(context_digest=context_digest, sender=sender, ciphertexts=cts)
 
 
@@ -194,7 +198,7 @@ class ShareDelivery(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> ShareDelivery:
         receiver = r.u32()
-        cts = tuple((r.u32(), r.fixed(SHARE_CIPHERTEXT_BYTES)) for _ in range(r.count()))
+        cts = _addressed_ciphertexts(r)
         return cls(context_digest=context_digest, receiver=receiver, ciphertexts=cts)
 
 
@@ -267,7 +271,10 @@ class ConsistencyBundle(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> ConsistencyBundle:
         survivors = _ids(r)
-        sigs = tuple((r.u32(), r.fixed(SIGNATURE_BYTES)) for _ in range(r.count()))
+        sigs = tuple(
+            (int(signer), bytes(signature))
+            for signer, signature in r.records(f">I{SIGNATURE_BYTES}s")
+        )
         return cls(context_digest=context_digest, survivors=survivors, signatures=sigs)
 
 
@@ -297,17 +304,13 @@ class UnmaskShares(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> UnmaskShares:
         sender = r.u32()
+        kinds = {int(k): k for k in SecretKind}
         shares = []
-        for _ in range(r.count()):
-            owner = r.u32()
-            code = r.u8()
-            if code not in (SecretKind.SELF_SEED, SecretKind.MASK_KEY):
+        for owner, code, x, value in r.records(f">IBI{SHARE_BYTES}s"):
+            kind = kinds.get(code)
+            if kind is None:
                 raise ProtocolError("unknown secret kind")
-            shares.append(
-                UnmaskShare(
-                    owner=owner, kind=SecretKind(code), x=r.u32(), value=r.fixed(SHARE_BYTES)
-                )
-            )
+            shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=value))
         return cls(context_digest=context_digest, sender=sender, shares=tuple(shares))
 
 

@@ -128,8 +128,9 @@ def x25519_shared(private_key: bytes | X25519PrivateKey, peer_public_key: bytes)
         raise IntegrityError() from None
 
 
-_PROBE_SCALAR = bytes(range(1, 33))
-"""A fixed X25519 scalar used only to test that a public key is not a low-order point."""
+_PROBE_KEY = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+"""A fixed, public X25519 scalar used only to test that a public key is not a low-order
+point (loaded once: loading costs as much as the exchange)."""
 
 
 def x25519_usable(public_key: bytes) -> bool:
@@ -142,7 +143,7 @@ def x25519_usable(public_key: bytes) -> bool:
     if len(public_key) != KEY_BYTES:
         return False
     try:
-        x25519_shared(_PROBE_SCALAR, public_key)
+        x25519_shared(_PROBE_KEY, public_key)
     except IntegrityError:
         return False
     return True
