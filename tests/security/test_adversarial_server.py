@@ -31,21 +31,26 @@ from securefed.secagg.server import SecAggServer, ServerStage
 from securefed.secagg.shamir import FIELD_PRIME, decode_share_value, encode_share_value
 
 
-def _setup(h, n, label, *, graph, threat):
-    fed = h.make_federation(n, label)
-    ctx = h.make_context(fed, graph=graph, threat=threat, vector_length=20)
-    ids = fed.ids
-    inputs = h.make_inputs(ctx, ids)
-    clients = {
+def _sessions(h, fed, ctx, label, **kwargs):
+    return {
         i: SecAggClient(
             client_id=i,
             identity=fed.identities[i],
             roster=fed.roster,
             context=ctx,
             rng=h.rng("atk", label, i),
+            **kwargs,
         )
-        for i in ids
+        for i in fed.ids
     }
+
+
+def _setup(h, n, label, *, graph, threat):
+    fed = h.make_federation(n, label)
+    ctx = h.make_context(fed, graph=graph, threat=threat, vector_length=20)
+    ids = fed.ids
+    inputs = h.make_inputs(ctx, ids)
+    clients = _sessions(h, fed, ctx, label)
     ads = {i: clients[i].advertise() for i in ids}
     cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=tuple(ads[i] for i in ids))
     params, nbrs, _ = cohort_layout(ads, ctx)
@@ -133,16 +138,7 @@ def test_bad_share_aborts_finalize_without_touching_the_sum(helpers):
     ids = fed.ids
     inputs = h.make_inputs(ctx, ids)
     server = SecAggServer(roster=fed.roster, context=ctx)
-    clients = {
-        i: SecAggClient(
-            client_id=i,
-            identity=fed.identities[i],
-            roster=fed.roster,
-            context=ctx,
-            rng=h.rng("fin", i),
-        )
-        for i in ids
-    }
+    clients = _sessions(h, fed, ctx, "fin")
     for i in ids:
         server.receive_advertisement(clients[i].advertise())
     cohort = server.close_advertise()
@@ -201,17 +197,7 @@ def test_owner_minimum_cohort_beats_the_server_context(helpers):
     h = helpers
     fed = h.make_federation(4, "min-cohort")
     ctx = h.make_context(fed, min_clients=3)
-    clients = {
-        i: SecAggClient(
-            client_id=i,
-            identity=fed.identities[i],
-            roster=fed.roster,
-            context=ctx,
-            rng=h.rng("mc", i),
-            min_cohort=10,
-        )
-        for i in fed.ids
-    }
+    clients = _sessions(h, fed, ctx, "mc", min_cohort=10)
     ads = tuple(clients[i].advertise() for i in fed.ids)
     cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=ads)
     with pytest.raises(InsufficientSharesError):
@@ -226,16 +212,7 @@ def test_negative_or_wrong_dtype_input_is_refused(helpers):
     report = h.run_round(fed, ctx, inputs, label="dtype")
     assert report.result is not None
     bad = dataclasses.replace(inputs[1], values=inputs[1].values.astype("int64") - 10**6)
-    clients = {
-        i: SecAggClient(
-            client_id=i,
-            identity=fed.identities[i],
-            roster=fed.roster,
-            context=ctx,
-            rng=h.rng("dt", i),
-        )
-        for i in fed.ids
-    }
+    clients = _sessions(h, fed, ctx, "dt")
     ads = tuple(clients[i].advertise() for i in fed.ids)
     cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=ads)
     shares = {i: clients[i].share_keys(cohort) for i in fed.ids}
