@@ -28,7 +28,7 @@ from securefed.secagg import derive
 from securefed.secagg.client_input import QuantizedInput
 from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
-from securefed.secagg.graph import GraphParameters
+from securefed.secagg.graph import GraphParameters, consistency_quorum
 from securefed.secagg.messages import (
     SHARE_PLAINTEXT_BYTES,
     AdvertiseKeys,
@@ -429,13 +429,18 @@ class SecAggClient:
         for signer, signature in bundle.signatures:
             if signer not in survivors or signer in signers:
                 raise ProtocolError("consistency signature from a non-survivor or twice")
+            ed25519_verify(
+                self._roster.identity_key(signer),
+                signature,
+                derive.consistency_payload(prefix, signer),
+            )
             signers.add(signer)
-            if signer in holders:  # the graph's holders are the ones whose word counts
-                ed25519_verify(
-                    self._roster.identity_key(signer),
-                    signature,
-                    derive.consistency_payload(prefix, signer),
-                )
+        # A global quorum on one list: two different lists cannot both gather it,
+        # so a server cannot show different survivor lists to different parts of
+        # the (sparse) graph and unmask several partial sums (protocols/secagg.md §5.2).
+        quorum = consistency_quorum(len(cohort.ads), self.context.params.threat)
+        if len(signers) < quorum:
+            raise InsufficientSharesError("too few clients confirmed the survivor list")
         if len(signers & holders) < cohort.params.threshold:
             raise InsufficientSharesError("too few share holders confirmed the survivor list")
         shares = []

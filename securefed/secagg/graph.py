@@ -55,6 +55,7 @@ __all__ = [
     "GraphParameters",
     "ThreatModel",
     "choose_parameters",
+    "consistency_quorum",
     "full_parameters",
     "neighbourhoods",
     "sparse_parameters",
@@ -159,6 +160,19 @@ def _log2_upper_tails(log2_pmf: Sequence[float]) -> list[float]:
     for c in range(len(log2_pmf) - 2, -1, -1):
         tails[c] = _log2_add(tails[c + 1], log2_pmf[c + 1])
     return tails
+
+
+def consistency_quorum(n: int, threat: ThreatModel) -> int:
+    """Signatures on one survivor list that every client requires before unmasking.
+
+    ``floor((n + n_c) / 2) + 1`` with ``n_c = ceil(gamma * n)``, counted over the
+    whole cohort: two different lists would each need more than ``(n - n_c) / 2``
+    honest signers, and an honest client signs once, so at most one list can
+    pass. Without it a server could show different lists to distant parts of the
+    sparse graph and unmask several partial sums (found in review; spec §5.2).
+    Equal to the full graph's threshold.
+    """
+    return (n + math.ceil(threat.corrupt_fraction * n)) // 2 + 1
 
 
 def full_parameters(n: int, threat: ThreatModel) -> GraphParameters:

@@ -26,7 +26,7 @@ from securefed.errors import (
 from securefed.secagg import derive
 from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
-from securefed.secagg.graph import GraphParameters
+from securefed.secagg.graph import GraphParameters, consistency_quorum
 from securefed.secagg.messages import (
     AdvertiseKeys,
     CohortBroadcast,
@@ -295,7 +295,8 @@ class SecAggServer:
     def close_consistency(self) -> ConsistencyBundle:
         """Send U3 with the collected signatures (U4 = the signers)."""
         self._expect(ServerStage.CONSISTENCY)
-        if len(self._u4) < self._layout().threshold:
+        quorum = consistency_quorum(len(self._ads), self.context.params.threat)
+        if len(self._u4) < max(self._layout().threshold, quorum):
             raise self._abort("too few survivors confirmed the survivor list")
         self.stage = ServerStage.UNMASK
         return ConsistencyBundle(

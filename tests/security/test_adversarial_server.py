@@ -20,9 +20,10 @@ from securefed.errors import InsufficientSharesError, IntegrityError, ProtocolEr
 from securefed.secagg import derive
 from securefed.secagg.client import SecAggClient
 from securefed.secagg.cohort import cohort_layout
-from securefed.secagg.graph import GRAPH_LABEL, GraphKind, ThreatModel
+from securefed.secagg.graph import GRAPH_LABEL, GraphKind, ThreatModel, consistency_quorum
 from securefed.secagg.messages import (
     CohortBroadcast,
+    ConsistencyBundle,
     ShareDelivery,
     SurvivorList,
 )
@@ -220,3 +221,71 @@ def test_negative_or_wrong_dtype_input_is_refused(helpers):
     with pytest.raises(ProtocolError):
         clients[1].masked_input(delivery, bad)
     clients[1].masked_input(delivery, inputs[1])  # unchanged: the good input still goes through
+
+
+def test_survivor_list_equivocation_across_the_ring_is_refused(helpers):
+    """Second review: different lists for different ring regions (no corrupt client).
+
+    Ring layout ``zone | A | zone | R`` with zones ``D, X * (k/2 + 2), D``. A and R
+    receive only their own arc's and D's shares and get lists A and R; X receives
+    everything and gets the list X + A + R (without D), so D's mask keys would be
+    rebuilt from shares revealed by every group. With only peer signatures counted,
+    the server recovered sum(A) and sum(R) separately. Now every client needs a
+    global quorum of signatures on its own list, which none of the lists has.
+    """
+    h = helpers
+    n = 60
+    fed = h.make_federation(n, "equivocation")
+    ctx = h.make_context(
+        fed, graph=GraphKind.SPARSE, threat=ThreatModel(corrupt_fraction=0.0), vector_length=6
+    )
+    ids = fed.ids
+    inputs = h.make_inputs(ctx, ids)
+    clients = _sessions(h, fed, ctx, "equivocation")
+    ads = {i: clients[i].advertise() for i in ids}
+    cohort = CohortBroadcast(context_digest=ctx.digest(), advertisements=tuple(ads[i] for i in ids))
+    params, _, _ = cohort_layout(ads, ctx)
+    assert params.kind is GraphKind.SPARSE
+    half = params.degree // 2
+    seed = derive.graph_seed(ctx.digest(), ((i, ads[i].signature) for i in ids))
+    ring = sorted(ids, key=lambda c: sha256(GRAPH_LABEL, seed, c.to_bytes(4, "big")))
+    zone = half + 4
+    arc = (n - 2 * zone) // 2
+    role: dict[int, str] = {}
+    position = 0
+    for part, size in (("zone", zone), ("A", arc), ("zone", zone), ("R", n - 2 * zone - arc)):
+        for j in range(size):
+            role[ring[position]] = part if part != "zone" else ("D" if j in (0, size - 1) else "X")
+            position += 1
+    groups = {g: sorted(c for c in ids if role[c] == g) for g in "ARDX"}
+    shares = {i: clients[i].share_keys(cohort) for i in ids}
+
+    def opens(receiver, sender):
+        return role[receiver] == "X" or role[sender] in (role[receiver], "D")
+
+    for c in groups["A"] + groups["R"] + groups["X"]:  # D never sends its input
+        allowed = {s for s in ids if opens(c, s)}
+        clients[c].masked_input(_delivery(ctx, ids, shares, c, allowed), inputs[c])
+    lists = {
+        "A": tuple(groups["A"]),
+        "R": tuple(groups["R"]),
+        "X": tuple(sorted(groups["X"] + groups["A"] + groups["R"])),
+    }
+    signatures: dict[str, list[tuple[int, bytes]]] = {g: [] for g in lists}
+    for c in groups["A"] + groups["R"] + groups["X"]:
+        listed = SurvivorList(context_digest=ctx.digest(), survivors=lists[role[c]])
+        try:
+            signatures[role[c]].append((c, clients[c].consistency(listed).signature))
+        except (InsufficientSharesError, ProtocolError):
+            continue  # clients at the edges refuse; the attack works with the rest
+    # The attack's precondition, as in review: enough peer signatures per region.
+    assert all(len(v) >= params.threshold for v in signatures.values())
+    quorum = consistency_quorum(n, ctx.params.threat)
+    assert all(len(v) < quorum for v in signatures.values())
+    for group, signed in signatures.items():
+        bundle = ConsistencyBundle(
+            context_digest=ctx.digest(), survivors=lists[group], signatures=tuple(sorted(signed))
+        )
+        for c, _ in signed:
+            with pytest.raises(InsufficientSharesError):
+                clients[c].unmask(bundle)
