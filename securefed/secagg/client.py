@@ -28,7 +28,7 @@ from securefed.secagg import derive
 from securefed.secagg.client_input import QuantizedInput
 from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
-from securefed.secagg.graph import GraphParameters, consistency_quorum
+from securefed.secagg.graph import GraphKind, GraphParameters, consistency_quorum
 from securefed.secagg.messages import (
     SHARE_PLAINTEXT_BYTES,
     AdvertiseKeys,
@@ -265,6 +265,8 @@ class SecAggClient:
             )
             ad = derive.share_associated_data(self.context, sender=self.client_id, receiver=holder)
             ciphertexts.append((holder, aead_encrypt(key, nonce, plaintext, ad)))
+        if params.kind is GraphKind.SPARSE:  # keep only the owners this client deals with
+            xs = ShareCoordinates(graph, owners=holders)
         self._cohort = _Cohort(ads=ads, params=params, neighbours=neighbours, xs=xs)
         self._held = {self.client_id: (key_shares[0], seed_shares[0])}
         self._channels = channels

@@ -7,11 +7,11 @@ Client and server compute it the same way from the same signed cohort
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from securefed.secagg import derive
 from securefed.secagg.context import RoundContext
-from securefed.secagg.graph import GraphParameters, choose_parameters, neighbourhoods
+from securefed.secagg.graph import GraphKind, GraphParameters, choose_parameters, neighbourhoods
 from securefed.secagg.messages import AdvertiseKeys
 
 __all__ = ["ShareCoordinates", "cohort_layout"]
@@ -27,13 +27,28 @@ class ShareCoordinates:
     the same points and reuses one set of Lagrange coefficients.
     """
 
-    __slots__ = ("_neighbours",)
+    __slots__ = ("_cohort", "_neighbours")
 
-    def __init__(self, neighbours: Mapping[int, tuple[int, ...]]) -> None:
-        self._neighbours = neighbours
+    def __init__(
+        self,
+        neighbours: Mapping[int, tuple[int, ...]],
+        *,
+        full: bool = False,
+        owners: Iterable[int] | None = None,
+    ) -> None:
+        # Full graph: every owner's holders are the whole cohort, so keep only the
+        # sorted cohort (O(n) instead of O(n^2)). Otherwise keep the owners asked for.
+        self._cohort: tuple[int, ...] | None = tuple(sorted(neighbours)) if full else None
+        keep = neighbours if owners is None else {o: neighbours[o] for o in owners}
+        self._neighbours: Mapping[int, tuple[int, ...]] = {} if full else dict(keep)
 
     def x(self, owner: int, holder: int) -> int:
         """The coordinate of ``holder``'s share of ``owner``'s secrets."""
+        if self._cohort is not None:
+            position = bisect.bisect_left(self._cohort, holder)
+            if position == len(self._cohort) or self._cohort[position] != holder:
+                raise ValueError("not one of the owner's share holders")
+            return 1 + position
         others = self._neighbours[owner]  # sorted, owner excluded
         position = bisect.bisect_left(others, holder)
         if holder != owner and (position == len(others) or others[position] != holder):
@@ -50,4 +65,4 @@ def cohort_layout(
     params = choose_parameters(len(ids), p.threat, kind=p.graph, full_up_to=p.full_graph_up_to)
     seed = derive.graph_seed(context.digest(), ((i, ads[i].signature) for i in ids))
     graph = neighbourhoods(ids, params, seed)
-    return params, graph, ShareCoordinates(graph)
+    return params, graph, ShareCoordinates(graph, full=params.kind is GraphKind.FULL)
