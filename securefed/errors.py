@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "InsufficientSharesError",
     "IntegrityError",
+    "PolicyViolation",
     "PrivacyBudgetExceeded",
     "ProtocolError",
     "SecurefedError",
@@ -52,6 +53,10 @@ class UnprotectedUpdateError(SecurefedError, TypeError):
 
 class PrivacyBudgetExceeded(SecurefedError):
     """The requested work would spend more privacy than a budget allows."""
+
+
+class PolicyViolation(SecurefedError):
+    """A round plan asks more of a data owner than its signed local policy allows."""
 
 
 class ConfigError(SecurefedError, ValueError):
