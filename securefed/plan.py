@@ -1,0 +1,80 @@
+"""The round plan: what the server asks every data owner of a cohort to do in one round.
+
+Encoded canonically (a label, then each field in a fixed order: u32/u64
+big-endian integers, IEEE 754 binary64 big-endian floats, fixed 32-byte
+digests); its bytes enter the round's model digest, so clients that were sent
+different plans cannot have their masks cancel (protocols/secagg.md §3.2).
+Owners check it against their signed policy (securefed.client.policy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+
+from securefed.privacy.events import PrivacyUnit
+from securefed.secagg.encoding import Writer
+
+__all__ = ["RoundPlan", "f64", "positive"]
+
+_PLAN_LABEL = b"securefed/round-plan/v1"
+
+
+def f64(w: Writer, value: float) -> Writer:
+    """Append an IEEE 754 binary64 big-endian float."""
+    return w.fixed(struct.pack(">d", value), 8)
+
+
+def positive(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is positive and finite."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundPlan:
+    """What the server asks each owner to do in one round."""
+
+    round_id: int
+    unit: PrivacyUnit
+    noise_multiplier: float
+    clip_norm: float
+    local_epochs: int
+    batch_size: int
+    """Expected units per step; each owner's Poisson rate is batch_size / its units."""
+    learning_rate: float
+    negatives: int
+    model_hash: bytes
+    plan_hash: bytes
+
+    def __post_init__(self) -> None:
+        if self.round_id < 0:
+            raise ValueError("round_id must be >= 0")
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
+            raise ValueError("noise_multiplier must be finite and >= 0 (0: no DP)")
+        positive("clip_norm", self.clip_norm)
+        positive("learning_rate", self.learning_rate)
+        if self.local_epochs < 1 or self.negatives < 1:
+            raise ValueError("local_epochs and negatives must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if len(self.model_hash) != 32 or len(self.plan_hash) != 32:
+            raise ValueError("model_hash and plan_hash must be 32-byte digests")
+
+    def to_bytes(self) -> bytes:
+        """Canonical encoding (its hash enters the round's model digest)."""
+        w = Writer().var(_PLAN_LABEL).u64(self.round_id).var(self.unit.value.encode())
+        f64(w, self.noise_multiplier)
+        f64(w, self.clip_norm)
+        w.u32(self.local_epochs)
+        w.u32(self.batch_size)
+        f64(w, self.learning_rate)
+        w.u32(self.negatives)
+        w.fixed(self.model_hash, 32).fixed(self.plan_hash, 32)
+        return w.getvalue()
+
+    def digest(self) -> bytes:
+        """SHA-256 of :meth:`to_bytes`."""
+        return hashlib.sha256(self.to_bytes()).digest()

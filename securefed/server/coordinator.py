@@ -1,0 +1,137 @@
+"""The coordinator: cohorts, plans, one secure-aggregation session per round, strategy.
+
+It holds the global shared weights and sees only protected updates and what
+secure aggregation releases (the survivors' weighted mean); it has no code path
+that accepts a plaintext update (``require_protected`` and an import-linter
+contract keep it so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.config import SecurefedConfig
+from securefed.errors import ConfigError
+from securefed.plan import RoundPlan
+from securefed.privacy.events import PrivacyUnit
+from securefed.privacy.noise import CsprngStream
+from securefed.secagg.context import RoundContext, SecAggParams, model_digest
+from securefed.secagg.server import AggregateResult
+from securefed.server.aggregation import SecureAggregate, aggregate_mean
+from securefed.server.strategies import Strategy, build_strategy
+
+__all__ = ["Coordinator", "RoundOutcome", "shared_model_hash"]
+
+logger = logging.getLogger(__name__)
+
+
+def shared_model_hash(shared: npt.NDArray[np.float32], plan: RoundPlan) -> bytes:
+    """The model digest a round is bound to: the shared weights sent and the plan."""
+    return model_digest({"shared": shared}, plan.to_bytes())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundOutcome:
+    """What one round released and did to the global model."""
+
+    round_id: int
+    aggregate: SecureAggregate = field(repr=False)
+    update_norm: float
+
+
+class Coordinator:
+    """The federation's server side (sans-I/O: the caller moves the messages).
+
+    Args:
+        config: the federation's configuration.
+        initial_shared: the initial global shared weights (float32, flat).
+        model_hash: digest of the model architecture the owners allow.
+        plan_hash: digest of the training procedure the owners allow.
+        roster_hash: digest of the signed roster.
+        stream: the server's CSPRNG (cohort sampling).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: SecurefedConfig,
+        initial_shared: npt.NDArray[np.float32],
+        model_hash: bytes,
+        plan_hash: bytes,
+        roster_hash: bytes,
+        stream: CsprngStream,
+    ) -> None:
+        if initial_shared.ndim != 1 or initial_shared.dtype != np.float32:
+            raise ValueError("global weights must be a flat float32 vector")
+        self.config = config
+        self.weights = initial_shared.copy()
+        self.model_hash = model_hash
+        self.plan_hash = plan_hash
+        self.roster_hash = roster_hash
+        self.strategy: Strategy = build_strategy(config.strategy)
+        self._stream = stream
+        self._params: SecAggParams = config.secagg.to_params(int(initial_shared.size))
+
+    @property
+    def params(self) -> SecAggParams:
+        """The secure-aggregation parameters of every training round."""
+        return self._params
+
+    def select_cohort(self, owners: Sequence[int]) -> tuple[int, ...]:
+        """This round's cohort: Poisson sampling at ``cohort_rate`` (CSPRNG), or a fixed size.
+
+        Raises:
+            ConfigError: a fixed size larger than the number of owners.
+        """
+        fed = self.config.federation
+        ids = sorted(owners)
+        if fed.cohort_size is not None:
+            if fed.cohort_size > len(ids):
+                raise ConfigError("federation.cohort_size exceeds the number of data owners")
+            chosen = np.sort(self._stream.sample_indices(len(ids), fed.cohort_size))
+        elif fed.cohort_rate >= 1.0:
+            chosen = np.arange(len(ids))
+        else:
+            chosen = np.flatnonzero(self._stream.bernoulli(len(ids), fed.cohort_rate))
+        return tuple(ids[int(i)] for i in chosen)
+
+    def plan(self, round_id: int, *, unit: PrivacyUnit, noise_multiplier: float) -> RoundPlan:
+        """The plan every owner of this round's cohort receives."""
+        t = self.config.training
+        return RoundPlan(
+            round_id=round_id,
+            unit=unit,
+            noise_multiplier=noise_multiplier,
+            clip_norm=self.config.privacy.clip_norm,
+            local_epochs=t.local_epochs,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            negatives=t.negatives,
+            model_hash=self.model_hash,
+            plan_hash=self.plan_hash,
+        )
+
+    def context(self, plan: RoundPlan) -> RoundContext:
+        """The secure-aggregation context of a training round (bound to weights and plan)."""
+        return RoundContext(
+            federation_id=self.config.federation.federation_id,
+            round_id=plan.round_id,
+            model_hash=shared_model_hash(self.weights, plan),
+            roster_hash=self.roster_hash,
+            params=self._params,
+        )
+
+    def apply(self, round_id: int, result: AggregateResult) -> RoundOutcome:
+        """Dequantise the released sum into the mean update and step the strategy."""
+        aggregate = aggregate_mean(result, self._params.quantization)
+        before = self.weights
+        self.weights = self.strategy.step(before, aggregate.mean)
+        norm = float(np.linalg.norm(aggregate.mean))
+        logger.info("round %d: %d survivors, |mean update| %.4g", round_id,
+                    len(aggregate.survivors), norm)  # fmt: skip
+        return RoundOutcome(round_id=round_id, aggregate=aggregate, update_norm=norm)
