@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from securefed.errors import ConfigError
+from securefed.privacy.events import PrivacyUnit
 from securefed.secagg.context import SecAggParams
 from securefed.secagg.graph import GraphKind, ThreatModel
 from securefed.secagg.quantize import QuantizationSpec
@@ -98,9 +99,146 @@ class SecAggConfig(_Strict):
 
 
 class FederationConfig(_Strict):
-    """Identity of the federation."""
+    """Identity and schedule of the federation.
+
+    The cohort of each round is Poisson-sampled from the data owners at rate
+    ``cohort_rate`` with the OS CSPRNG; a fixed ``cohort_size`` may be asked for
+    instead while no client-level DP mechanism is configured (record- and
+    person-level accounting takes no amplification from cohort sampling: the
+    server picks and sees the cohort).
+    """
 
     federation_id: str = Field("securefed-demo", min_length=1, max_length=256)
+    rounds: int = Field(20, ge=1, le=100_000)
+    cohort_rate: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    cohort_size: int | None = Field(None, ge=1)
+
+
+class DataFormat(enum.StrEnum):
+    """How ``data.path`` is read."""
+
+    MOVIELENS = "movielens"
+    """A MovieLens directory: latest / 20M / 25M CSV, 100K ``u.data``, 1M ``.dat``."""
+    CSV = "csv"
+    """A CSV file with columns user, item, rating, timestamp."""
+
+
+class PartitionKind(enum.StrEnum):
+    """How users are spread over data owners."""
+
+    PER_USER = "per_user"
+    """Cross-device: one data owner per user."""
+    SILOS = "silos"
+    """Cross-silo: users split into ``silos`` owners of near-equal size."""
+    DIRICHLET = "dirichlet"
+    """Cross-silo, non-IID: Dirichlet(alpha) proportions per user category."""
+
+
+class DirichletBy(enum.StrEnum):
+    """The user category the Dirichlet partition skews."""
+
+    POPULARITY = "popularity"
+    GENRE = "genre"
+
+
+class DataConfig(_Strict):
+    """Where the interactions come from and how they are split and partitioned."""
+
+    path: str = Field("examples/data/ml-latest-small", min_length=1)
+    format: DataFormat = DataFormat.MOVIELENS
+    min_rating: float | None = Field(None, allow_inf_nan=False)
+    partition: PartitionKind = PartitionKind.SILOS
+    silos: int = Field(10, ge=1)
+    dirichlet_alpha: float = Field(0.5, gt=0, allow_inf_nan=False)
+    dirichlet_by: DirichletBy = DirichletBy.POPULARITY
+    seed: int = Field(0, ge=0)
+    """Seed of the (public) partition; not used for anything secret."""
+
+
+class ModelKind(enum.StrEnum):
+    """Reference recommender architectures (securefed.models)."""
+
+    MF = "mf"
+    NEUMF = "neumf"
+
+
+class ModelConfig(_Strict):
+    """The recommender. User embeddings stay on their owner; the rest is federated."""
+
+    kind: ModelKind = ModelKind.MF
+    dim: int = Field(32, ge=1, le=4096)
+    mlp_dims: tuple[int, ...] = (32, 16, 8)
+
+
+class OptimizerKind(enum.StrEnum):
+    """The client's local optimiser (wrapped by the DP optimiser)."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class TrainingConfig(_Strict):
+    """Local training on each data owner."""
+
+    local_epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    """Expected units per step (Poisson sampling rate = batch_size / units)."""
+    learning_rate: float = Field(0.05, gt=0, allow_inf_nan=False)
+    optimizer: OptimizerKind = OptimizerKind.SGD
+    negatives: int = Field(4, ge=1, le=1000)
+    """Negatives per positive, drawn uniformly over the catalogue (independent of the data)."""
+
+
+class PrivacyConfig(_Strict):
+    """Record- or person-level DP-SGD on every data owner.
+
+    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set when
+    ``enabled``: a target is turned into the noise multiplier that spends it
+    over all planned rounds, assuming the owner takes part in every one.
+    """
+
+    enabled: bool = True
+    unit: PrivacyUnit = PrivacyUnit.RECORD
+    noise_multiplier: float | None = Field(None, gt=0, allow_inf_nan=False)
+    target_epsilon: float | None = Field(8.0, gt=0, allow_inf_nan=False)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clip_norm: float = Field(1.0, gt=0, allow_inf_nan=False)
+    budget_epsilon: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Each owner's budget (default: ``target_epsilon``, else unlimited is refused)."""
+
+
+class UpdateConfig(_Strict):
+    """Client-level post-processing of each update before quantisation."""
+
+    clip_norm: float = Field(1.0, gt=0, allow_inf_nan=False)
+    """L2 bound on an update; also the quantiser's per-coordinate range."""
+
+
+class StrategyChoice(enum.StrEnum):
+    """Server optimiser over the aggregate (Reddi et al. 2021)."""
+
+    FEDAVG = "fedavg"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+
+
+class StrategyConfig(_Strict):
+    """The server strategy."""
+
+    kind: StrategyChoice = StrategyChoice.FEDAVG
+    server_lr: float = Field(1.0, gt=0, allow_inf_nan=False)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, allow_inf_nan=False)
+
+
+class EvaluationConfig(_Strict):
+    """Leave-one-out evaluation, run on each owner with its private user embeddings."""
+
+    every: int = Field(1, ge=1)
+    k: int = Field(10, ge=1)
+    sampled_negatives: int = Field(99, ge=1)
+    split: str = Field("validation", pattern="^(validation|test)$")
 
 
 class SecurefedConfig(_Strict):
@@ -108,6 +246,13 @@ class SecurefedConfig(_Strict):
 
     federation: FederationConfig = FederationConfig()
     secagg: SecAggConfig = SecAggConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    update: UpdateConfig = UpdateConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 def parse_config(data: dict[str, Any], *, source: str = "<config>") -> SecurefedConfig:
@@ -125,6 +270,13 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
         raise ConfigError(f"{source}: {problems}") from None
     if config.secagg.min_clients > config.secagg.max_clients:
         raise ConfigError(f"{source}: secagg.min_clients exceeds secagg.max_clients")
+    privacy = config.privacy
+    if privacy.enabled and (privacy.noise_multiplier is None) == (privacy.target_epsilon is None):
+        raise ConfigError(
+            f"{source}: privacy: set exactly one of noise_multiplier and target_epsilon"
+        )
+    if privacy.enabled and privacy.budget_epsilon is None and privacy.target_epsilon is None:
+        raise ConfigError(f"{source}: privacy.budget_epsilon is required with noise_multiplier")
     return config
 
 

@@ -1,0 +1,258 @@
+"""A data owner: signed policy, budget, local DP training, evaluation, protected update.
+
+The owner keeps its users' embeddings and its accountant across rounds. What
+leaves it is only ever a quantised input handed to its secure-aggregation
+session (the server never sees a plaintext update or metric).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from securefed.client.policy import OwnerPolicy, SignedPolicy, accept_plan
+from securefed.client.trainer import DpTrainer, LocalInteractions, StepStats
+from securefed.config import OptimizerKind
+from securefed.evaluation import (
+    MetricSums,
+    ranks_full,
+    ranks_sampled,
+    sample_negatives,
+)
+from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
+from securefed.plan import RoundPlan
+from securefed.privacy.accountant import OwnerAccountant
+from securefed.privacy.events import DpSgdEvent
+from securefed.privacy.noise import CsprngStream
+from securefed.secagg.client_input import QuantizedInput, quantize
+from securefed.secagg.quantize import QuantizationSpec
+
+__all__ = ["AcceptedRound", "DataOwner", "clip_l2"]
+
+logger = logging.getLogger(__name__)
+
+
+def clip_l2(vector: npt.NDArray[np.floating], bound: float) -> tuple[npt.NDArray[np.float64], bool]:
+    """Scale ``vector`` to L2 norm at most ``bound``; returns (clipped, whether it was)."""
+    v = vector.astype(np.float64)
+    norm = float(np.linalg.norm(v))
+    if not np.isfinite(norm):
+        raise ValueError("update contains NaN or inf")
+    if norm <= bound:
+        return v, False
+    return v * (bound / norm), True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptedRound:
+    """The plan an owner accepted and the spend it recorded before training.
+
+    ``event`` is None only for a non-private baseline (noise multiplier 0, which
+    the owner's policy must explicitly allow); its epsilon is then infinite.
+    """
+
+    plan: RoundPlan
+    sampling_rate: float
+    steps: int
+    event: DpSgdEvent | None
+    epsilon_after: float
+
+
+class DataOwner:
+    """One data owner's side of the federation.
+
+    Args:
+        signed_policy: the owner's policy, verified under ``owner_public_key``.
+        owner_public_key: the owner's pinned Ed25519 key.
+        model: the owner's model instance (private user rows for its users only).
+        train: the owner's training positives.
+        validation_items, test_items: per local user, -1 when the user has none.
+        stream: the owner's CSPRNG.
+    """
+
+    def __init__(
+        self,
+        *,
+        signed_policy: SignedPolicy,
+        owner_public_key: bytes,
+        model: Recommender,
+        train: LocalInteractions,
+        validation_items: npt.NDArray[np.int64],
+        test_items: npt.NDArray[np.int64],
+        stream: CsprngStream,
+        device: torch.device | None = None,
+    ) -> None:
+        self.policy: OwnerPolicy = signed_policy.verified(owner_public_key)
+        self.owner_id = self.policy.owner_id
+        budget = self.policy.budget
+        self.accountant = (
+            None if budget is None else OwnerAccountant(unit=self.policy.unit, budget=budget)
+        )
+        self._stream = stream
+        self._train = train
+        self._validation = validation_items
+        self._test = test_items
+        self.trainer = DpTrainer(
+            model=model, data=train, unit=self.policy.unit, stream=stream, device=device
+        )
+        self.accepted: list[AcceptedRound] = []
+        order = np.lexsort((train.items, train.users))
+        users, items = train.users[order], train.items[order]
+        bounds = np.searchsorted(users, np.arange(train.n_users + 1))
+        self._seen = [np.unique(items[bounds[u] : bounds[u + 1]]) for u in range(train.n_users)]
+
+    @property
+    def model(self) -> Recommender:
+        """The owner's model (shared part as last received or trained)."""
+        return self.trainer.model
+
+    def epsilon(self) -> float:
+        """Epsilon spent so far (infinite once a non-private round ran)."""
+        if any(a.event is None for a in self.accepted):
+            return math.inf
+        return 0.0 if self.accountant is None else self.accountant.epsilon()
+
+    def units(self) -> int:
+        """Number of privacy units this owner holds (public to itself only)."""
+        return self._train.units(self.policy.unit)
+
+    def accept(self, plan: RoundPlan) -> AcceptedRound:
+        """Check ``plan`` against the policy and the budget, then record the spend.
+
+        The spend is recorded (durable in the owner's accountant) before any
+        training, so a crash can over-count but never under-count.
+
+        Raises:
+            PolicyViolation: the plan is weaker than the policy allows.
+            PrivacyBudgetExceeded: the round would overspend the owner's budget.
+        """
+        rate, steps = self.trainer.round_shape(
+            batch_size=plan.batch_size, local_epochs=plan.local_epochs
+        )
+        accept_plan(self.policy, plan, sampling_rate=rate)
+        event: DpSgdEvent | None = None
+        epsilon = math.inf
+        if plan.noise_multiplier > 0:
+            if self.accountant is None:
+                raise ValueError("a DP plan needs the owner's budget")
+            event = DpSgdEvent(
+                sampling_rate=rate,
+                noise_multiplier=plan.noise_multiplier,
+                steps=steps,
+                unit=self.policy.unit,
+            )
+            epsilon = self.accountant.spend(event)
+        accepted = AcceptedRound(
+            plan=plan, sampling_rate=rate, steps=steps, event=event, epsilon_after=epsilon
+        )
+        self.accepted.append(accepted)
+        return accepted
+
+    def train_round(
+        self,
+        accepted: AcceptedRound,
+        global_shared: npt.NDArray[np.float32],
+        *,
+        optimizer: OptimizerKind,
+    ) -> tuple[npt.NDArray[np.float64], StepStats]:
+        """Train from the received shared weights; return (update, stats).
+
+        The update is trained minus received shared parameters (dense over the
+        whole item table).
+        """
+        unflatten_into(self.model, global_shared)
+        plan = accepted.plan
+        if accepted.event is None:
+            stats = self.trainer.train_nonprivate(
+                rate=accepted.sampling_rate,
+                steps=accepted.steps,
+                learning_rate=plan.learning_rate,
+                negatives=plan.negatives,
+                optimizer=optimizer,
+            )
+        else:
+            stats = self.trainer.train(
+                event=accepted.event,
+                clip_norm=plan.clip_norm,
+                learning_rate=plan.learning_rate,
+                negatives=plan.negatives,
+                optimizer=optimizer,
+            )
+        update = flatten_shared(self.model).astype(np.float64) - global_shared.astype(np.float64)
+        return update, stats
+
+    def protect(
+        self, update: npt.NDArray[np.float64], spec: QuantizationSpec, *, clip_norm: float
+    ) -> tuple[QuantizedInput, bool]:
+        """L2-clip to ``clip_norm`` (so no coordinate exceeds the quantiser's range), quantise.
+
+        Returns:
+            The quantised input for the secure-aggregation session and whether the
+            L2 clip changed the update.
+        """
+        if clip_norm > spec.clip:
+            raise ValueError("the update clip must not exceed the quantisation range")
+        clipped, was_clipped = clip_l2(update, clip_norm)
+        return quantize(clipped, spec, weight=1, rng=self._stream.random_source()), was_clipped
+
+    def protect_metrics(self, sums: MetricSums, spec: QuantizationSpec) -> QuantizedInput:
+        """Quantise metric sums exactly as they are (no clipping: out of range is an error)."""
+        vector = sums.to_vector()
+        if np.any(np.abs(vector) > spec.clip):
+            raise ValueError("metric sums exceed the agreed quantisation range")
+        return quantize(vector, spec, weight=1, rng=self._stream.random_source())
+
+    def evaluate(
+        self,
+        global_shared: npt.NDArray[np.float32] | None,
+        *,
+        split: str,
+        k: int,
+        sampled_negatives: int,
+    ) -> MetricSums:
+        """Leave-one-out metrics over this owner's users, with its private embeddings.
+
+        ``split`` is ``"validation"`` or ``"test"``; for test, the validation item
+        is excluded from the candidates as well as the training items.
+        """
+        if global_shared is not None:
+            unflatten_into(self.model, global_shared)
+        targets = self._validation if split == "validation" else self._test
+        users = np.flatnonzero(targets >= 0)
+        if users.size == 0:
+            return MetricSums.zero()
+        n_items = self._train.n_items
+        excludes = []
+        for u in users:
+            seen = self._seen[u]
+            if split == "test" and self._validation[u] >= 0:
+                seen = np.union1d(seen, [self._validation[u]])
+            excludes.append(seen)
+        model = self.model
+        model.eval()
+        with torch.no_grad():
+            scores = model.score_all(torch.as_tensor(users, dtype=torch.long)).cpu().numpy()
+        positives = targets[users]
+        full = ranks_full(scores, positives, excludes)
+        negatives = np.stack(
+            [
+                sample_negatives(self._stream, n_items, np.union1d(ex, [pos]), k=sampled_negatives)
+                for ex, pos in zip(excludes, positives, strict=True)
+            ]
+        )
+        pos_scores = scores[np.arange(users.size), positives]
+        neg_scores = np.take_along_axis(scores, negatives, axis=1)
+        sampled = ranks_sampled(pos_scores, neg_scores)
+        candidates_full = np.array([n_items - ex.size for ex in excludes])
+        return MetricSums.from_ranks(
+            full=full,
+            sampled=sampled,
+            k=k,
+            full_candidates=candidates_full,
+            sampled_candidates=sampled_negatives + 1,
+        )

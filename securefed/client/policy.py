@@ -1,0 +1,146 @@
+"""A data owner's signed local policy, and the round plans it accepts.
+
+The policy lives with the client, is signed by the owner's own Ed25519 key, and
+bounds what any round plan may ask: a malicious or misconfigured server cannot
+lower the noise, raise the clipping norm or the epochs, change the privacy unit,
+or run a model or plan the owner did not allow. The client records the plan it
+accepted.
+
+Both are signed over a canonical binary encoding: a label, then each field in
+a fixed order (u32/u64 big-endian integers, IEEE 754 binary64 big-endian floats,
+length-prefixed byte strings, sorted hash lists).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from securefed.errors import PolicyViolation
+from securefed.plan import RoundPlan, f64, positive
+from securefed.privacy.accountant import Budget
+from securefed.privacy.events import PrivacyUnit
+from securefed.secagg.encoding import Writer
+from securefed.secagg.primitives import ed25519_verify
+from securefed.secagg.roster import IdentityKey
+
+__all__ = ["OwnerPolicy", "SignedPolicy", "accept_plan"]
+
+_POLICY_LABEL = b"securefed/owner-policy/v1"
+
+
+def _hashes(w: Writer, hashes: frozenset[bytes]) -> Writer:
+    w.u32(len(hashes))
+    for h in sorted(hashes):
+        w.fixed(h, 32)
+    return w
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerPolicy:
+    """What a data owner allows any round plan to ask of it.
+
+    Attributes:
+        owner_id: the owner's client id in the roster.
+        unit: the privacy unit every plan must use.
+        min_noise_multiplier: plans with less noise are refused. 0 is an explicit
+            opt-out of DP (a non-private baseline); it requires ``budget=None``.
+        max_clip_norm: plans with a larger per-unit clipping norm are refused.
+        max_local_epochs: plans with more local epochs are refused.
+        max_sampling_rate: plans sampling a larger fraction of units per step are refused.
+        allowed_model_hashes: digests of the model architectures the owner allows.
+        allowed_plan_hashes: digests of the training procedures the owner allows.
+        budget: the owner's (epsilon, delta) budget for ``unit`` (None only with
+            ``min_noise_multiplier == 0``).
+    """
+
+    owner_id: int
+    unit: PrivacyUnit
+    min_noise_multiplier: float
+    max_clip_norm: float
+    max_local_epochs: int
+    max_sampling_rate: float
+    allowed_model_hashes: frozenset[bytes]
+    allowed_plan_hashes: frozenset[bytes]
+    budget: Budget | None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.owner_id < 2**32:
+            raise ValueError("owner_id must be in [1, 2^32)")
+        if not (math.isfinite(self.min_noise_multiplier) and self.min_noise_multiplier >= 0):
+            raise ValueError("min_noise_multiplier must be finite and >= 0")
+        if (self.budget is None) != (self.min_noise_multiplier == 0):
+            raise ValueError("a budget is required exactly when DP is required (min noise > 0)")
+        positive("max_clip_norm", self.max_clip_norm)
+        if self.max_local_epochs < 1:
+            raise ValueError("max_local_epochs must be >= 1")
+        if not 0 < self.max_sampling_rate <= 1:
+            raise ValueError("max_sampling_rate must be in (0, 1]")
+        for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
+            if not hashes or any(len(h) != 32 for h in hashes):
+                raise ValueError("allowed hash lists must be non-empty sets of 32-byte digests")
+
+    def to_bytes(self) -> bytes:
+        """The canonical encoding the owner signs."""
+        w = Writer().var(_POLICY_LABEL).u32(self.owner_id).var(self.unit.value.encode())
+        f64(w, self.min_noise_multiplier)
+        f64(w, self.max_clip_norm)
+        w.u32(self.max_local_epochs)
+        f64(w, self.max_sampling_rate)
+        _hashes(w, self.allowed_model_hashes)
+        _hashes(w, self.allowed_plan_hashes)
+        f64(w, 0.0 if self.budget is None else self.budget.epsilon)
+        f64(w, 0.0 if self.budget is None else self.budget.delta)
+        return w.getvalue()
+
+    def sign(self, owner_key: IdentityKey) -> SignedPolicy:
+        """Sign this policy with the owner's key."""
+        return SignedPolicy(policy=self, signature=owner_key.sign(self.to_bytes()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedPolicy:
+    """A policy with the owner's Ed25519 signature over :meth:`OwnerPolicy.to_bytes`."""
+
+    policy: OwnerPolicy
+    signature: bytes = field(repr=False)
+
+    def verified(self, owner_public_key: bytes) -> OwnerPolicy:
+        """The policy, if the signature verifies under the owner's pinned key.
+
+        Raises:
+            IntegrityError: bad signature or key.
+        """
+        ed25519_verify(owner_public_key, self.signature, self.policy.to_bytes())
+        return self.policy
+
+
+def accept_plan(policy: OwnerPolicy, plan: RoundPlan, *, sampling_rate: float) -> RoundPlan:
+    """Return ``plan`` if the owner's policy allows it.
+
+    ``sampling_rate`` is the Poisson rate the plan implies for this owner
+    (``batch_size`` / its units, at most 1).
+
+    Raises:
+        PolicyViolation: naming every rule the plan breaks.
+    """
+    problems = []
+    if plan.unit is not policy.unit:
+        problems.append(f"privacy unit {plan.unit.value} != policy {policy.unit.value}")
+    if plan.noise_multiplier < policy.min_noise_multiplier:
+        problems.append(
+            f"noise multiplier {plan.noise_multiplier:g} < minimum {policy.min_noise_multiplier:g}"
+        )
+    if plan.clip_norm > policy.max_clip_norm:
+        problems.append(f"clip norm {plan.clip_norm:g} > maximum {policy.max_clip_norm:g}")
+    if plan.local_epochs > policy.max_local_epochs:
+        problems.append(f"local epochs {plan.local_epochs} > maximum {policy.max_local_epochs}")
+    if sampling_rate > policy.max_sampling_rate:
+        problems.append(f"sampling rate {sampling_rate:g} > maximum {policy.max_sampling_rate:g}")
+    if plan.model_hash not in policy.allowed_model_hashes:
+        problems.append("model architecture not allowed by the owner")
+    if plan.plan_hash not in policy.allowed_plan_hashes:
+        problems.append("training plan not allowed by the owner")
+    if problems:
+        raise PolicyViolation(f"owner {policy.owner_id} refuses the plan: " + "; ".join(problems))
+    return plan
