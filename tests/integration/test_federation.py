@@ -56,9 +56,11 @@ def test_federation_runs_and_writes_metrics(ratings_csv, tmp_path):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [1, 2]
     for row in lines:
-        assert row["survivors"] == 3 and row["cohort"] == 3
+        assert row["survivors"] == 3
+        assert row["cohort"] == 3
         assert 0 < row["epsilon_max"] <= 8.0 + 1e-9
-        assert row["bytes_up_per_client"] > 0 and row["server_seconds"] > 0
+        assert row["bytes_up_per_client"] > 0
+        assert row["server_seconds"] > 0
         for key in ("sampled_hr10", "sampled_ndcg10", "full_hr10", "full_auc"):
             assert 0.0 <= row["metrics"][key] <= 1.0
     # The noise was calibrated to spend the target over the planned rounds.
@@ -67,7 +69,8 @@ def test_federation_runs_and_writes_metrics(ratings_csv, tmp_path):
     # The resolved configuration reloads to the same configuration.
     assert load_config(out / "config.toml") == config
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["owners"] == 3 and summary["noise_multiplier"] > 0
+    assert summary["owners"] == 3
+    assert summary["noise_multiplier"] > 0
 
 
 def test_the_global_step_is_the_mean_of_the_clipped_updates(ratings_csv, monkeypatch):
@@ -87,7 +90,8 @@ def test_the_global_step_is_the_mean_of_the_clipped_updates(ratings_csv, monkeyp
     monkeypatch.setattr(DataOwner, "protect", spy)
     before = fed.coordinator.weights.copy()
     report, refused, _, _ = fed.train_round(1)
-    assert report is not None and report.result is not None
+    assert report is not None
+    assert report.result is not None
     assert refused == {"policy": 0, "budget": 0}
     step = fed.coordinator.params.quantization.step
     expected = before + np.mean(sent, axis=0)
@@ -116,7 +120,8 @@ def test_budgets_stop_owners_before_they_overspend(ratings_csv):
     )
     result = run_federation(config)
     refused = [r.refused["budget"] for r in result.rounds]
-    assert refused[0] == 0 and sum(refused) > 0
+    assert refused[0] == 0
+    assert sum(refused) > 0
     assert all(r.epsilon_max <= 2.0 for r in result.rounds)
     assert result.rounds[-1].epsilon_max > 1.5  # the last round that fit did run
     # Once out of budget, an owner stays out.

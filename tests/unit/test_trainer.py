@@ -134,9 +134,10 @@ def test_record_batches_pair_each_positive_with_uniform_catalogue_negatives():
     counts = np.zeros(N_ITEMS, dtype=np.int64)
     positives_seen = 0
     for _ in range(200):
-        users, items, labels, mask = trainer._batch(chosen, 5)
+        _users, items, labels, mask = trainer._batch(chosen, 5)
         assert items.shape == (chosen.size, 6)
-        assert torch.all(labels[:, 0] == 1) and torch.all(labels[:, 1:] == 0)
+        assert torch.all(labels[:, 0] == 1)
+        assert torch.all(labels[:, 1:] == 0)
         assert torch.all(mask)
         negs = items[:, 1:].numpy()
         counts += np.bincount(negs.ravel(), minlength=N_ITEMS)
