@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit slow bench vectors clean
+.PHONY: venv demo demo-secagg test lint typecheck unit slow bench vectors clean
 
 venv: $(STAMP)
 
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a private federated recommender on the embedded MovieLens data.
 demo: venv
+	$(VENV)/bin/securefed simulate examples/recommendation/movielens.toml --out runs/movielens
+
+# The secure-aggregation round on its own (20 clients, 3 dropouts).
+demo-secagg: venv
 	$(VENV)/bin/securefed demo
 
 lint: venv

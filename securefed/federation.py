@@ -116,11 +116,17 @@ class FederationResult:
     parameters: int = 0
 
 
-def _load(config: SecurefedConfig, root: Path | None) -> Split:
-    d = config.data
-    path = Path(d.path)
+def resolve_data_path(config: SecurefedConfig, root: Path | None) -> Path:
+    """``data.path``, made absolute against ``root`` (the configuration file's folder)."""
+    path = Path(config.data.path).expanduser()
     if not path.is_absolute() and root is not None:
         path = root / path
+    return path.resolve()
+
+
+def _load(config: SecurefedConfig, root: Path | None) -> Split:
+    d = config.data
+    path = resolve_data_path(config, root)
     movielens = d.format is DataFormat.MOVIELENS
     data = load_movielens(path) if movielens else load_interactions_csv(path)
     return leave_one_out(to_implicit(data, min_rating=d.min_rating))
@@ -368,7 +374,12 @@ class Federation:
         return report, refused, outcome.update_norm, len(cohort)
 
     def evaluate(self, round_id: int, *, split: str) -> tuple[dict[str, float], RoundReport]:
-        """Every owner evaluates the global model; the metric sums are securely aggregated."""
+        """Every owner evaluates the global model; the metric sums are securely aggregated.
+
+        Owners are split into groups of at most ``secagg.full_graph_up_to`` (full-graph
+        rounds, cheap per client); each group's sum is released and the sums added.
+        So the server learns group sums of the metrics, never one owner's.
+        """
         ev = self.config.evaluation
         weights = self.coordinator.weights
         params = self.metric_params
@@ -377,28 +388,37 @@ class Federation:
             sums = owner.evaluate(weights, split=split, k=ev.k,
                                   sampled_negatives=ev.sampled_negatives)  # fmt: skip
             inputs[oid] = owner.protect_metrics(sums, params.quantization)
-        context = RoundContext(
-            federation_id=self.config.federation.federation_id,
-            round_id=(1 << 62) | round_id,
-            model_hash=hashlib.sha256(
-                b"securefed/evaluation/v1|" + split.encode() + weights.tobytes()
-            ).digest(),
-            roster_hash=self.roster.digest(),
-            params=params,
-        )
-        report = run_secagg_round(
-            roster=self.roster,
-            identities={i: self.identities[i] for i in inputs},
-            context=context,
-            inputs=inputs,
-        )
-        if report.result is None:
-            raise SecurefedError(f"evaluation aggregation aborted: {report.error}")
-        mean, weight = dequantize(report.result.total, params.quantization)
-        # Each owner's count is off by under one quantisation step after aggregation.
-        tolerance = weight * params.quantization.step
-        sums = MetricSums.from_vector(mean * weight, count_tolerance=tolerance)
-        return sums.means(), report
+        ids = sorted(inputs)
+        size = max(params.min_clients, self.config.secagg.full_graph_up_to)
+        groups = max(1, math.ceil(len(ids) / size))
+        total = MetricSums.zero()
+        report: RoundReport | None = None
+        for g in range(groups):
+            members = ids[g::groups]
+            context = RoundContext(
+                federation_id=self.config.federation.federation_id,
+                round_id=(1 << 62) | (round_id << 16) | g,
+                model_hash=hashlib.sha256(
+                    b"securefed/evaluation/v1|" + split.encode() + weights.tobytes()
+                ).digest(),
+                roster_hash=self.roster.digest(),
+                params=params,
+            )
+            report = run_secagg_round(
+                roster=self.roster,
+                identities={i: self.identities[i] for i in members},
+                context=context,
+                inputs={i: inputs[i] for i in members},
+            )
+            if report.result is None:
+                raise SecurefedError(f"evaluation aggregation aborted: {report.error}")
+            mean, weight = dequantize(report.result.total, params.quantization)
+            # Each owner's count is off by under one quantisation step after aggregation.
+            tolerance = weight * params.quantization.step
+            total = total + MetricSums.from_vector(mean * weight, count_tolerance=tolerance)
+        if report is None:  # pragma: no cover - there is always at least one group
+            raise SecurefedError("no owner to evaluate")
+        return total.means(), report
 
     def epsilons(self) -> list[float]:
         """Each owner's epsilon spent so far."""
@@ -427,7 +447,13 @@ def run_federation(
     metrics_file = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.toml").write_text(write_toml(config.model_dump(mode="json")))
+        # The resolved configuration: every default explicit, the data path absolute.
+        resolved = config.model_copy(
+            update={"data": config.data.model_copy(
+                update={"path": str(resolve_data_path(config, root))}
+            )}
+        )  # fmt: skip
+        (out_dir / "config.toml").write_text(write_toml(resolved.model_dump(mode="json")))
         metrics_file = (out_dir / "metrics.jsonl").open("w", encoding="utf-8")
     try:
         for r in range(1, config.federation.rounds + 1):

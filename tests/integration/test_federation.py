@@ -169,3 +169,17 @@ def test_cli_simulate_reports_bad_configuration(tmp_path, capsys):
     config_path.write_text("[federation]\nrounds = 0\n")
     assert main(["simulate", str(config_path), "--out", str(tmp_path / "out")]) == 2
     assert "federation.rounds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_library_example_runs_on_the_embedded_data(capsys):
+    # The README's library example (examples/recommendation/library.py), one round.
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    module = runpy.run_path(str(root / "examples" / "recommendation" / "library.py"))
+    final = module["main"](rounds=1)
+    out = capsys.readouterr().out
+    assert "record-level epsilon" in out
+    assert 0.0 <= final["sampled_hr10"] <= 1.0
