@@ -183,3 +183,24 @@ def test_library_example_runs_on_the_embedded_data(capsys):
     out = capsys.readouterr().out
     assert "record-level epsilon" in out
     assert 0.0 <= final["sampled_hr10"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"model": {"kind": "neumf", "dim": 8, "mlp_dims": (8, 4)}},
+        {"privacy": {"unit": "person"}, "training": {"batch_size": 4}},
+        {"strategy": {"kind": "fedyogi", "server_lr": 0.01}},
+        {"data": {"partition": "per_user"}, "federation": {"rounds": 1, "cohort_rate": 0.5}},
+        {"data": {"partition": "dirichlet", "dirichlet_alpha": 0.3}},
+    ],
+    ids=["neumf", "person-unit", "fedyogi", "cross-device", "dirichlet"],
+)
+def test_variants_run_end_to_end(ratings_csv, sections):
+    sections = {"federation": {"rounds": 1}, **sections}
+    result = run_federation(_config(ratings_csv, **sections))
+    row = result.rounds[0]
+    assert row.survivors >= 2
+    assert 0 < row.epsilon_max <= 8.0 + 1e-9
+    assert result.final_test is not None
+    assert 0.0 <= result.final_test["sampled_hr10"] <= 1.0
