@@ -57,7 +57,7 @@ from securefed.evaluation import MetricSums
 from securefed.models.recommendation import RecommenderSpec, build_model, flatten_shared
 from securefed.privacy.accountant import Budget, calibrate_noise_multiplier
 from securefed.privacy.events import DpSgdEvent
-from securefed.privacy.noise import CsprngStream
+from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
 from securefed.secagg.context import RoundContext, SecAggParams
 from securefed.secagg.graph import ThreatModel
@@ -112,6 +112,8 @@ class FederationResult:
     rounds: list[RoundMetrics] = field(default_factory=list)
     final_test: dict[str, float] | None = None
     noise_multiplier: float = 0.0
+    planned_epsilon: float = math.inf
+    """The largest epsilon any owner would reach taking part in every planned round."""
     owners: int = 0
     parameters: int = 0
 
@@ -226,14 +228,34 @@ class Federation:
         root: Path | None = None,
         rng: RandomSource | None = None,
         device: torch.device | None = None,
+        centralised: bool = False,
     ) -> None:
+        """Build the federation.
+
+        Args:
+            config: the federation's configuration.
+            root: folder that a relative ``data.path`` is resolved against.
+            rng: the randomness every key, stream and model draws from (default: OS).
+            device: where owners train (default: CUDA when present, else CPU).
+            centralised: build a one-owner baseline (all users on one owner, driven
+                through its :class:`DataOwner` directly; no round is aggregated).
+
+        Raises:
+            ConfigError: fewer owners than secure aggregation needs (or, with
+                ``centralised``, more than one).
+        """
         self.config = config
         self._rng = rng or OsRandom()
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.split = _load(config, root)
         self.shards = _partition(config, self.split)
-        if len(self.shards) < 2:
-            logger.info("a single data owner: centralised training through the same code")
+        if centralised and len(self.shards) != 1:
+            raise ConfigError("a centralised baseline needs data.partition = silos, silos = 1")
+        if not centralised and len(self.shards) < config.secagg.min_clients:
+            raise ConfigError(
+                f"{len(self.shards)} data owner(s) but secure aggregation needs at least "
+                f"secagg.min_clients = {config.secagg.min_clients}: no round could complete"
+            )
         n_items = self.split.n_items
         self.spec = _spec(config)
         server_model = build_model(self.spec, 1, n_items, _generator(self._rng))
@@ -311,6 +333,7 @@ class Federation:
             validation_items=shard.validation_items,
             test_items=shard.test_items,
             stream=CsprngStream(self._rng),
+            eval_stream=CsprngStream(self._rng, purpose=StreamPurpose.EVALUATION_SAMPLING),
             device=self.device,
         )
 
@@ -441,6 +464,7 @@ def run_federation(
         on_start(fed)
     result = FederationResult(
         noise_multiplier=fed.noise_multiplier,
+        planned_epsilon=fed.planned_epsilon,
         owners=len(fed.owners),
         parameters=int(fed.coordinator.weights.size),
     )

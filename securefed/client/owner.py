@@ -28,7 +28,7 @@ from securefed.models.recommendation import Recommender, flatten_shared, unflatt
 from securefed.plan import RoundPlan
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
-from securefed.privacy.noise import CsprngStream
+from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
 from securefed.secagg.quantize import QuantizationSpec
 
@@ -72,7 +72,9 @@ class DataOwner:
         model: the owner's model instance (private user rows for its users only).
         train: the owner's training positives.
         validation_items, test_items: per local user, -1 when the user has none.
-        stream: the owner's CSPRNG.
+        stream: the owner's CSPRNG for training (sampling, negatives, noise, rounding).
+        eval_stream: a separate CSPRNG for evaluation negatives, so that how often
+            one evaluates never changes the training run (default: a fresh one).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class DataOwner:
         validation_items: npt.NDArray[np.int64],
         test_items: npt.NDArray[np.int64],
         stream: CsprngStream,
+        eval_stream: CsprngStream | None = None,
         device: torch.device | None = None,
     ) -> None:
         self.policy: OwnerPolicy = signed_policy.verified(owner_public_key)
@@ -94,6 +97,7 @@ class DataOwner:
             None if budget is None else OwnerAccountant(unit=self.policy.unit, budget=budget)
         )
         self._stream = stream
+        self._eval_stream = eval_stream or CsprngStream(purpose=StreamPurpose.EVALUATION_SAMPLING)
         self._train = train
         self._validation = validation_items
         self._test = test_items

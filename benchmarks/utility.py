@@ -1,0 +1,972 @@
+"""Utility benchmark: what DP and federation cost in ranking quality, against baselines.
+
+Usage::
+
+    python benchmarks/utility.py [--quick] [--write] [--rows GLOB ...] [--seeds N] [--passes R]
+    python benchmarks/utility.py --write-only          # re-render BENCHMARKS.md from the JSON
+
+On MovieLens latest-small (all ratings as implicit interactions, leave-one-out by
+time: the test item is each user's last interaction, the validation item the one
+before), every trained row fits the same model (MF, dim 32, 4 uniform negatives per
+positive) with the same number ``R`` of passes over the training data, and every
+row is scored by the test HR@10 / NDCG@10 with 99 sampled negatives and with full
+ranking, plus AUC (full ranking), through :mod:`securefed.evaluation`'s protocol
+(pessimistic ties; the user's training items and validation item excluded).
+
+Rows (``--rows`` takes globs over these names):
+
+* ``popularity``: rank by the training count of each item (a strong floor).
+* ``dp-popularity-e{1,3,8}``: the counts plus Gaussian noise, one release,
+  record-level (L2 sensitivity 1), calibrated with dp_accounting's PLD accountant.
+* ``central``: one data owner holding every user, non-private, ``R`` epochs
+  through the federation's own ``DataOwner`` / ``DpTrainer`` (no secure aggregation:
+  a single owner is the server, there is nothing to protect).
+* ``fed-nonprivate``: 10 silos, FedAvg, ``R`` rounds of one local epoch.
+* ``dp-silo-record-e{1,3,8}``: 10 silos, record-level DP-SGD.
+* ``dp-silo-person-e{1,3,8}``: 10 silos, person-level DP-SGD.
+* ``dp-device-record-e{1,3,8}``: one owner per user, 10% Poisson cohorts, record-level.
+
+Every (row, seed) runs in this process, one after the other. With ``--write`` the
+results JSON (``benchmarks/results/utility.json``) is saved after every finished
+run, merged with what the file already holds (so a long run can be done in parts),
+and the BENCHMARKS.md section between the utility markers is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "utility.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- utility:begin -->", "<!-- utility:end -->"
+DEFAULT_DATA = ROOT / "examples" / "data" / "ml-latest-small"
+
+DELTA = 1e-5
+EPSILONS = (1.0, 3.0, 8.0)
+DIM = 32
+NEGATIVES = 4  # training negatives per positive
+TOP_K = 10
+SAMPLED = 99  # evaluation negatives per user
+SILOS = 10
+UPDATE_CLIP = 20.0  # update.clip_norm and the quantiser's range
+QUANT_BITS = 20
+DEFAULT_PASSES = 10
+DEFAULT_SEEDS = 3
+QUICK_ROWS = ("popularity", "dp-popularity-e8", "central", "fed-nonprivate", "dp-silo-record-e8")
+METRICS = ("sampled_hr10", "sampled_ndcg10", "full_hr10", "full_ndcg10", "full_auc")
+"""The table's metric columns, in order."""
+STORED = (*METRICS, "sampled_auc")
+"""What the JSON keeps of every run's test metrics."""
+SCHEMA = 1
+"""Version of the results JSON layout (bump when a field changes meaning)."""
+
+
+# -- rows ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    """One line of the table: a method and its privacy target."""
+
+    name: str
+    kind: str  # popularity | dp-popularity | central | federated
+    epsilon: float | None = None
+    partition: str = "silos"  # silos | per_user
+    unit: str = "record"  # record | person
+    batch: int = 64
+    lr: float = 5.0
+    local_epochs: int = 1
+    cohort_rate: float = 1.0
+    clip: float = 1.0
+    server_lr: float = 1.0
+
+    @property
+    def private(self) -> bool:
+        return self.epsilon is not None
+
+    def setting(self) -> str:
+        """A one-line description of the row's training settings."""
+        if self.kind == "popularity":
+            return "training counts"
+        if self.kind == "dp-popularity":
+            return "counts + N(0, s²), one release"
+        if self.kind == "central":
+            return f"1 owner, SGD lr {self.lr:g}, batch {self.batch}"
+        where = (
+            f"{SILOS} silos"
+            if self.partition == "silos"
+            else f"1 owner/user, cohort {self.cohort_rate:g}"
+        )
+        text = (
+            f"{where}, {self.local_epochs} local ep., batch {self.batch} "
+            f"{'persons' if self.unit == 'person' else 'records'}, lr {self.lr:g}"
+        )
+        if self.private:
+            text += f", clip {self.clip:g}"
+        if self.server_lr != 1.0:
+            text += f", server lr {self.server_lr:g}"
+        return text
+
+
+def all_rows() -> list[Row]:
+    rows = [Row(name="popularity", kind="popularity")]
+    rows += [Row(name=f"dp-popularity-e{e:g}", kind="dp-popularity", epsilon=e) for e in EPSILONS]
+    rows += [
+        Row(name="central", kind="central"),
+        # FedAvg with server_lr = silos adds the silos' updates instead of averaging
+        # them (picked on validation HR@10: 0.71 vs 0.61 after 10 rounds).
+        Row(name="fed-nonprivate", kind="federated", server_lr=10.0),
+    ]
+    rows += [
+        Row(name=f"dp-silo-record-e{e:g}", kind="federated", epsilon=e, batch=512, lr=2.0)
+        for e in EPSILONS
+    ]
+    rows += [
+        Row(
+            name=f"dp-silo-person-e{e:g}",
+            kind="federated",
+            epsilon=e,
+            unit="person",
+            batch=16,
+            lr=2.0,
+        )
+        for e in EPSILONS
+    ]
+    rows += [
+        Row(
+            name=f"dp-device-record-e{e:g}",
+            kind="federated",
+            epsilon=e,
+            partition="per_user",
+            batch=64,
+            lr=1.0,
+            local_epochs=10,
+            cohort_rate=0.1,
+        )
+        for e in EPSILONS
+    ]
+    return rows
+
+
+ROW_ORDER = [r.name for r in all_rows()]
+
+
+def select_rows(patterns: list[str] | None, *, quick: bool) -> list[Row]:
+    rows = all_rows()
+    if patterns:
+        keep = [r for r in rows if any(fnmatch.fnmatch(r.name, p) for p in patterns)]
+        if not keep:
+            raise SystemExit(f"no row matches {patterns}; rows: {', '.join(ROW_ORDER)}")
+        return keep
+    if quick:
+        return [r for r in rows if r.name in QUICK_ROWS]
+    return rows
+
+
+def seed_bytes(*labels: object) -> bytes:
+    """A 32-byte seed for :class:`~securefed.randomness.DeterministicRandom`."""
+    return hashlib.sha256("/".join(str(x) for x in labels).encode()).digest()
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def mean_interval(values: list[float], *, level: float = 0.95) -> tuple[float, float | None]:
+    """Mean and half-width of the two-sided t-interval (None for fewer than 2 values)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * sem
+
+
+def gap_closed(value: float, popularity: float, central: float) -> float | None:
+    """(row - popularity) / (central - popularity); None when the gap is zero."""
+    gap = central - popularity
+    if gap == 0:
+        return None
+    return (value - popularity) / gap
+
+
+# -- data and evaluation of a global item ranking ------------------------------------------
+
+
+def data_format(path: Path) -> str:
+    """``csv`` for a file (columns user, item, rating, timestamp), else ``movielens``."""
+    return "csv" if path.is_file() else "movielens"
+
+
+def load_split(path: Path) -> Any:
+    """All ratings of ``path`` as implicit interactions, leave-one-out by time.
+
+    The same loading as :func:`securefed.federation.run_federation` (``min_rating``
+    unset), so every row sees the same split.
+    """
+    from securefed.data import leave_one_out, load_interactions_csv, load_movielens, to_implicit
+
+    loaded = load_interactions_csv(path) if data_format(path) == "csv" else load_movielens(path)
+    return leave_one_out(to_implicit(loaded))
+
+
+def popularity_counts(split: Any) -> npt.NDArray[np.float64]:
+    """Training interactions per item (validation and test items are not counted)."""
+    counts: npt.NDArray[np.float64] = np.bincount(
+        split.train.items, minlength=split.n_items
+    ).astype(np.float64)
+    return counts
+
+
+def evaluate_item_scores(
+    split: Any,
+    item_scores: npt.NDArray[np.float64],
+    stream: Any,
+    *,
+    negatives: int = SAMPLED,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Test metrics of one score per item, the same for every user.
+
+    Follows :meth:`securefed.client.owner.DataOwner.evaluate` for the test split:
+    users with a test item, in ascending order; the user's training items and
+    validation item are excluded from the full ranking; ``negatives`` sampled
+    negatives per user from the items the user never interacted with (training,
+    validation and test items excluded) through ``sample_negatives(stream, ...)``.
+    """
+    from securefed.evaluation import MetricSums, ranks_full, ranks_sampled, sample_negatives
+
+    n_items = split.n_items
+    scores = np.asarray(item_scores, dtype=np.float64)
+    if scores.shape != (n_items,):
+        raise ValueError(f"expected {n_items} item scores, got shape {scores.shape}")
+    users = np.flatnonzero(split.test_items >= 0)
+    total = MetricSums.zero()
+    for lo in range(0, users.size, chunk):
+        part = users[lo : lo + chunk]
+        excludes, negs = [], []
+        positives = split.test_items[part]
+        for u, pos in zip(part.tolist(), positives.tolist(), strict=True):
+            seen = np.asarray(split.train_items_of(u))
+            validation = int(split.validation_items[u])
+            if validation >= 0:
+                seen = np.union1d(seen, [validation])
+            excludes.append(seen)
+            negs.append(sample_negatives(stream, n_items, np.union1d(seen, [pos]), k=negatives))
+        table = np.broadcast_to(scores, (part.size, n_items))
+        full = ranks_full(table, positives, excludes)
+        sampled = ranks_sampled(scores[positives], scores[np.stack(negs)])
+        total = total + MetricSums.from_ranks(
+            sampled=sampled,
+            full=full,
+            full_candidates=np.array([n_items - ex.size for ex in excludes]),
+            sampled_candidates=negatives + 1,
+            k=TOP_K,
+        )
+    means = total.means()
+    return {k: means[k] for k in STORED}
+
+
+_SIGMAS: dict[tuple[float, float], float] = {}
+
+
+def dp_popularity_sigma(epsilon: float, delta: float = DELTA) -> float:
+    """Std of the Gaussian noise per count for (epsilon, delta), L2 sensitivity 1.
+
+    The smallest s whose single Gaussian release meets the target under dp_accounting's
+    PLD accountant (add/remove one interaction: one count moves by 1).
+    """
+    key = (epsilon, delta)
+    if key not in _SIGMAS:
+        import dp_accounting
+        from dp_accounting import pld
+
+        _SIGMAS[key] = float(
+            dp_accounting.calibrate_dp_mechanism(
+                pld.PLDAccountant, dp_accounting.GaussianDpEvent, epsilon, delta
+            )
+        )
+    return _SIGMAS[key]
+
+
+def gaussian_epsilon(sigma: float, delta: float = DELTA) -> float:
+    """Epsilon of one Gaussian release with noise multiplier ``sigma`` (PLD accountant)."""
+    import dp_accounting
+    from dp_accounting import pld
+
+    accountant = pld.PLDAccountant()
+    accountant.compose(dp_accounting.GaussianDpEvent(sigma))
+    return float(accountant.get_epsilon(delta))
+
+
+def dp_popularity_counts(
+    counts: npt.NDArray[np.float64], sigma: float, stream: Any
+) -> npt.NDArray[np.float64]:
+    """``counts`` plus i.i.d. N(0, sigma^2) per item from ``stream``.
+
+    The noise goes through :class:`~securefed.privacy.noise.SecureGaussianNoise`
+    (``CsprngStream.normal`` with the library's floating-point mitigation), the
+    library's one path for DP noise.
+    """
+    import torch
+
+    from securefed.privacy.noise import SecureGaussianNoise
+
+    noise = SecureGaussianNoise(stream).sample(counts.size, sigma, dtype=torch.float64)
+    noisy: npt.NDArray[np.float64] = counts + noise.numpy()
+    return noisy
+
+
+def negatives_stream(seed: int) -> Any:
+    """The sampled-negative stream of the popularity rows (shared by them per seed)."""
+    from securefed.privacy.noise import CsprngStream, StreamPurpose
+    from securefed.randomness import DeterministicRandom
+
+    return CsprngStream(
+        DeterministicRandom(seed_bytes("utility", "negatives", seed)),
+        purpose=StreamPurpose.EVALUATION_SAMPLING,
+    )
+
+
+def noise_stream(row: str, seed: int) -> Any:
+    """The DP-noise stream of a DP-popularity row for one seed."""
+    from securefed.privacy.noise import CsprngStream, StreamPurpose
+    from securefed.randomness import DeterministicRandom
+
+    return CsprngStream(
+        DeterministicRandom(seed_bytes("utility", row, seed)), purpose=StreamPurpose.DP_NOISE
+    )
+
+
+def run_popularity(split: Any, seed: int, *, negatives: int = SAMPLED) -> dict[str, Any]:
+    test = evaluate_item_scores(
+        split, popularity_counts(split), negatives_stream(seed), negatives=negatives
+    )
+    return {"test": test, "epsilon_target": None, "epsilon_final": None}
+
+
+def run_dp_popularity(
+    split: Any, seed: int, epsilon: float, *, negatives: int = SAMPLED
+) -> dict[str, Any]:
+    sigma = dp_popularity_sigma(epsilon)
+    noise = noise_stream(f"dp-popularity-e{epsilon:g}", seed)
+    noisy = dp_popularity_counts(popularity_counts(split), sigma, noise)
+    test = evaluate_item_scores(split, noisy, negatives_stream(seed), negatives=negatives)
+    return {
+        "test": test,
+        "sigma": sigma,
+        "epsilon_target": epsilon,
+        "epsilon_final": gaussian_epsilon(sigma),
+        "delta": DELTA,
+    }
+
+
+# -- trained rows --------------------------------------------------------------------------
+
+
+def federated_config(row: Row, seed: int, passes: int, data: Path) -> Any:
+    """The securefed configuration of a trained row (``central``: one silo, R local epochs)."""
+    from securefed.config import parse_config
+
+    central = row.kind == "central"
+    privacy: dict[str, Any] = {"enabled": False}
+    if row.private:
+        privacy = {
+            "enabled": True,
+            "unit": row.unit,
+            "target_epsilon": row.epsilon,
+            "delta": DELTA,
+            "clip_norm": row.clip,
+        }
+    return parse_config(
+        {
+            "federation": {
+                "federation_id": f"utility-{row.name}-{seed}",
+                "rounds": 1 if central else passes,
+                "cohort_rate": row.cohort_rate,
+            },
+            "secagg": {"quantization": {"bits": QUANT_BITS, "clip": UPDATE_CLIP}},
+            "data": {
+                "path": str(data),
+                "format": data_format(data),
+                "partition": row.partition,
+                "silos": 1 if central else SILOS,
+                "seed": seed,
+            },
+            "model": {"kind": "mf", "dim": DIM},
+            "training": {
+                "local_epochs": passes if central else row.local_epochs,
+                "batch_size": row.batch,
+                "learning_rate": row.lr,
+                "optimizer": "sgd",
+                "negatives": NEGATIVES,
+            },
+            "privacy": privacy,
+            "update": {"clip_norm": UPDATE_CLIP},
+            "strategy": {"kind": "fedavg", "server_lr": row.server_lr},
+            "evaluation": {
+                # Cross-device: 610 owners evaluate, so only at the end; silos: every
+                # round on validation (cheap), kept as the learning curve.
+                "every": passes if row.partition == "per_user" else 1,
+                "k": TOP_K,
+                "sampled_negatives": SAMPLED,
+                "split": "validation",
+            },
+        },
+        source=f"utility/{row.name}",
+    )
+
+
+def run_central(row: Row, seed: int, passes: int, data: Path) -> dict[str, Any]:
+    """One owner, every user, R epochs of the federation's non-private training path.
+
+    Built by :class:`securefed.federation.Federation` with a single silo (same data,
+    model, owner policy and trainer as the federated rows); the owner accepts one
+    plan of ``R`` local epochs, trains from the coordinator's initial weights and
+    evaluates its own model. No round goes through secure aggregation.
+    """
+    from securefed.config import OptimizerKind
+    from securefed.federation import Federation
+    from securefed.randomness import DeterministicRandom
+
+    config = federated_config(row, seed, passes, data)
+    fed = Federation(
+        config, rng=DeterministicRandom(seed_bytes("utility", row.name, seed)), centralised=True
+    )
+    (owner,) = fed.owners.values()
+    plan = fed.coordinator.plan(1, unit=config.privacy.unit, noise_multiplier=0.0)
+    accepted = owner.accept(plan)
+    _, stats = owner.train_round(
+        accepted, fed.coordinator.weights, optimizer=OptimizerKind(config.training.optimizer)
+    )
+    sums = owner.evaluate(None, split="test", k=TOP_K, sampled_negatives=SAMPLED)
+    means = sums.means()
+    return {
+        "test": {k: means[k] for k in STORED},
+        "epsilon_target": None,
+        "epsilon_final": None,
+        "owners": 1,
+        "steps": stats.steps,
+        "train_cpu_s": stats.seconds,
+    }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def run_federated(
+    row: Row, seed: int, passes: int, data: Path, *, verbose: bool = False
+) -> dict[str, Any]:
+    from securefed.federation import RoundMetrics, run_federation
+    from securefed.randomness import DeterministicRandom
+
+    config = federated_config(row, seed, passes, data)
+
+    def on_round(m: RoundMetrics) -> None:
+        if verbose:
+            val = m.metrics or {}
+            print(
+                f"  {row.name} seed {seed} round {m.round}: cohort {m.cohort}, "
+                f"eps {m.epsilon_max:.3g}, client {m.client_seconds_mean:.2f}s, "
+                f"val HR@10 {val.get('sampled_hr10', float('nan')):.3f} "
+                f"[{m.wall_seconds:.1f}s]",
+                flush=True,
+            )
+
+    result = run_federation(
+        config,
+        rng=DeterministicRandom(seed_bytes("utility", row.name, seed)),
+        on_round=on_round,
+    )
+    if result.final_test is None:  # pragma: no cover - run_federation always evaluates
+        raise RuntimeError(f"{row.name}: no final evaluation")
+    rounds = result.rounds
+    last = rounds[-1]
+    return {
+        "test": {k: result.final_test[k] for k in STORED},
+        "epsilon_target": row.epsilon,
+        "epsilon_final": _finite(last.epsilon_max),
+        "delta": DELTA if row.private else None,
+        "noise_multiplier": result.noise_multiplier,
+        "owners": result.owners,
+        "parameters": result.parameters,
+        "cost": {
+            "cohort_mean": float(np.mean([m.cohort for m in rounds])),
+            "client_cpu_s": float(np.mean([m.client_seconds_mean for m in rounds])),
+            "server_cpu_s": float(np.mean([m.server_seconds for m in rounds])),
+            "bytes_up_per_client": float(np.mean([m.bytes_up_per_client for m in rounds])),
+            "round_wall_s": float(np.mean([m.wall_seconds for m in rounds])),
+        },
+        "rounds": [
+            {
+                "round": m.round,
+                "cohort": m.cohort,
+                "survivors": m.survivors,
+                "refused": m.refused,
+                "epsilon_max": _finite(m.epsilon_max),
+                "update_norm": m.update_norm,
+                "l2_clipped_fraction": m.l2_clipped_fraction,
+                "validation": m.metrics,
+            }
+            for m in rounds
+        ],
+    }
+
+
+def run_one(
+    row: Row, seed: int, passes: int, data: Path, split: Any, *, verbose: bool = False
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    cpu = time.process_time()
+    if row.kind == "popularity":
+        out = run_popularity(split, seed)
+    elif row.kind == "dp-popularity":
+        assert row.epsilon is not None
+        out = run_dp_popularity(split, seed, row.epsilon)
+    elif row.kind == "central":
+        out = run_central(row, seed, passes, data)
+    else:
+        out = run_federated(row, seed, passes, data, verbose=verbose)
+    trained = row.kind in ("central", "federated")
+    return {
+        "row": row.name,
+        "seed": seed,
+        "passes": passes if trained else None,
+        **out,
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+    }
+
+
+# -- results file --------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    ram = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram": ram,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "opacus": _version("opacus"),
+        "dp_accounting": _version("dp-accounting"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def empty_results(passes: int, data: Path) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "passes": passes,
+        "data": _display_path(data),
+        "sampled_negatives": SAMPLED,
+        "sessions": [],
+        "runs": {},
+    }
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_results(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def save_results(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def record(data: dict[str, Any], run: dict[str, Any], session: int) -> None:
+    data["runs"].setdefault(run["row"], {})[str(run["seed"])] = {**run, "session": session}
+
+
+# -- markdown ------------------------------------------------------------------------------
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    mean, half = mean_interval(values)
+    if half is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _eps_cell(runs: list[dict[str, Any]]) -> str:
+    target = runs[0].get("epsilon_target")
+    if target is None:
+        return "∞ (non-private)"
+    finals = [r["epsilon_final"] for r in runs if r.get("epsilon_final") is not None]
+    final = f"{max(finals):.3g}" if finals else "?"
+    return f"{target:g} / {final}"
+
+
+def _fmt_bytes(x: float) -> str:
+    return f"{x / 1e6:.2f} MB" if x >= 1e6 else f"{x / 1e3:.1f} kB"
+
+
+def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per row (table order): seeds, seed means and intervals, gap closed, cost."""
+    rows = []
+    for name in [*ROW_ORDER, *sorted(set(data["runs"]) - set(ROW_ORDER))]:
+        by_seed = data["runs"].get(name)
+        if not by_seed:
+            continue
+        runs = [by_seed[s] for s in sorted(by_seed, key=int)]
+        summary: dict[str, Any] = {
+            "row": name,
+            "runs": runs,
+            "seeds": [r["seed"] for r in runs],
+            "mean": {k: float(np.mean([r["test"][k] for r in runs])) for k in METRICS},
+        }
+        rows.append(summary)
+    means = {r["row"]: r["mean"] for r in rows}
+    for r in rows:
+        r["gap"] = {}
+        for k in ("sampled_hr10", "full_hr10"):
+            if "popularity" in means and "central" in means:
+                r["gap"][k] = gap_closed(r["mean"][k], means["popularity"][k], means["central"][k])
+            else:
+                r["gap"][k] = None
+    return rows
+
+
+def markdown(data: dict[str, Any]) -> str:
+    rows = summarise(data)
+    passes = data["passes"]
+    k = data.get("sampled_negatives", SAMPLED)
+    sampled = f"sampled ({k} negatives)"
+    lines = [
+        BEGIN,
+        "## Utility (`benchmarks/utility.py`)",
+        "",
+    ]
+    for s in data["sessions"]:
+        m = s["machine"]
+        lines.append(
+            f"Command: `{s['command']}` — {s['runtime_s'] / 60:.1f} min, {s['runs']} run(s).  "
+        )
+        lines.append(
+            f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared and noisy; "
+            f"Python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, "
+            f"opacus {m['opacus']}, dp-accounting {m['dp_accounting']}; {m['date']}.  "
+        )
+    lines += [
+        "",
+        f"Data: `{data['data']}`, every rating as an implicit interaction, leave-one-out by "
+        "time (test item = the user's last interaction, validation item = the one before). "
+        f"Every trained row fits MF (dim {DIM}, {NEGATIVES} uniform negatives per positive) "
+        f"with R = {passes} passes over the training data. Test metrics over the users with "
+        f"a test item; mean ± 95% t-interval over seeds (seeds 0, 1, …; no interval with one "
+        f"seed). Sampled: the test item among {k} items drawn uniformly from those the "
+        "user never interacted with; full: among every item except the user's training and "
+        "validation items. Ties count against the test item. ε: target / largest spent "
+        f"(δ = {DELTA:g}).",
+        "",
+        f"| row | setting | ε target / final max | HR@10 {sampled} | NDCG@10 {sampled} "
+        "| HR@10 full ranking | NDCG@10 full ranking | AUC full ranking "
+        f"| gap closed, HR@10 {sampled} | gap closed, HR@10 full ranking | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_name = {r.name: r for r in all_rows()}
+    for r in rows:
+        runs = r["runs"]
+        row = by_name.get(r["row"])
+        gap = [f"{g:+.2f}" if g is not None else "—" for g in r["gap"].values()]
+        cells = [_cell([x["test"][m] for x in runs]) for m in METRICS]
+        lines.append(
+            f"| {r['row']} | {row.setting() if row else ''} | {_eps_cell(runs)} "
+            f"| {' | '.join(cells)} | {gap[0]} | {gap[1]} | {len(runs)} |"
+        )
+    costly = [r for r in rows if r["runs"][0].get("cost") or r["row"] == "central"]
+    if costly:
+        lines += [
+            "",
+            "Cost. Per round, averaged over rounds and seeds: client CPU = mean over the "
+            "round's clients of local training, clipping, quantisation and the client's "
+            "secure-aggregation calls (`RoundMetrics.client_seconds_mean`); server CPU = the "
+            "secure-aggregation server; bytes up = what each client sends in the round. "
+            "Wall = the whole run (rounds, every evaluation, setup).",
+            "",
+            "| row | owners | clients / round | noise multiplier σ | client CPU / round (s) "
+            "| server CPU / round (s) | bytes up / client / round | wall / run (s) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in costly:
+            runs = r["runs"]
+            wall = float(np.mean([x["wall_s"] for x in runs]))
+            if r["row"] == "central":
+                cpu = float(np.mean([x["train_cpu_s"] for x in runs]))
+                lines.append(
+                    f"| central | 1 | — | — | {cpu:.1f} (all {passes} epochs, one owner) "
+                    f"| — | — | {wall:.0f} |"
+                )
+                continue
+            c = {k: float(np.mean([x["cost"][k] for x in runs])) for k in runs[0]["cost"]}
+            sigma = float(np.mean([x["noise_multiplier"] for x in runs]))
+            lines.append(
+                f"| {r['row']} | {runs[0]['owners']} | {c['cohort_mean']:.1f} "
+                f"| {f'{sigma:.3f}' if sigma else '— (non-private)'} "
+                f"| {c['client_cpu_s']:.2f} | {c['server_cpu_s']:.3f} "
+                f"| {_fmt_bytes(c['bytes_up_per_client'])} | {wall:.0f} |"
+            )
+    lines += ["", *notes(data, rows)]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def notes(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    present = {r["row"] for r in rows}
+    out = ["Notes:", ""]
+    gap = "- Gap closed = (row − popularity) / (central − popularity) on the seed means; "
+    gap += "negative means worse than ranking by popularity."
+    means = {r["row"]: r["mean"] for r in rows}
+    if "popularity" in means and "central" in means:
+        d = {m: means["central"][m] - means["popularity"][m] for m in ("sampled_hr10", "full_hr10")}
+        gap += (
+            f" The gap itself is {d['sampled_hr10']:+.3f} HR@10 sampled and "
+            f"{d['full_hr10']:+.3f} HR@10 full ranking: a share of a gap of the size of the "
+            "seed-to-seed noise is itself mostly noise."
+        )
+    out.append(gap)
+    if "popularity" in present:
+        out.append(
+            "- popularity: items ranked by their training count, identical for every user; "
+            "items with equal counts tie, and ties count against the test item. It and the "
+            "DP-popularity rows draw the same sampled negatives for a given seed."
+        )
+    dp_pop = [r for r in rows if r["row"].startswith("dp-popularity-")]
+    if dp_pop:
+        sig = ", ".join(
+            f"s = {r['runs'][0]['sigma']:.3f} at ε = {r['runs'][0]['epsilon_target']:g}"
+            for r in dp_pop
+        )
+        out.append(
+            "- DP popularity: every item count plus N(0, s²), one release, record-level "
+            "(adding or removing one interaction moves one count by 1: L2 sensitivity 1); "
+            f"s calibrated with dp_accounting's PLD accountant at δ = {DELTA:g}: {sig}. "
+            "Noise from `SecureGaussianNoise` over a `CsprngStream`."
+        )
+    if "central" in present:
+        out.append(
+            "- central: one data owner holding every user, non-private, trained through "
+            "the federation's own `DataOwner` / `DpTrainer.train_nonprivate` (R epochs of "
+            "Poisson batches, SGD); no secure aggregation (one owner is the server)."
+        )
+    if any(r["row"].startswith(("fed-", "dp-silo", "dp-device")) for r in rows):
+        out.append(
+            f"- Federated rows: `run_federation` (secure aggregation on every round, "
+            f"{QUANT_BITS}-bit quantisation, update L2 clip {UPDATE_CLIP:g}), FedAvg with "
+            f"server lr 1, {SILOS} IID silos (`into_silos`, seed = benchmark seed) unless "
+            "stated; R rounds of 1 local epoch. DP rows calibrate one noise multiplier so "
+            "that each owner spends at most the target over all R rounds, assuming it takes "
+            "part in every round; ε final is the largest any owner spent (RDP accountant, "
+            "an upper bound). Person-level rows sample users (batch = 16 persons) and clip "
+            "per person."
+        )
+    if any(r["row"].startswith("dp-device") for r in rows):
+        out.append(
+            "- Cross-device rows: one owner per user, each round a Poisson cohort at rate 0.1, "
+            "10 local epochs (so each user's data is passed about R times in expectation). "
+            "Record-level accounting takes no amplification from cohort sampling (the server "
+            "picks and sees the cohort): the worst case, every owner in every round, is what "
+            "is calibrated, so most owners spend well under the target. Evaluation only after "
+            "the last round."
+        )
+    out.append(
+        "- The held-out metrics themselves are not differentially private (they are not "
+        "noised); they leave the owners only as secure-aggregation sums."
+    )
+    return out
+
+
+def write_markdown(section: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace the section between the utility markers, or append it with the markers."""
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = "# securefed benchmarks\n\nNumbers from the scripts in `benchmarks/`.\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def _quiet() -> None:
+    # A script may configure logging; the library never does.
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp_accounting: fractional RDP orders
+    warnings.filterwarnings("ignore", message=".*[Ff]ull backward hook.*", category=UserWarning)
+
+
+def _progress(run: dict[str, Any]) -> str:
+    t = run["test"]
+    eps = run.get("epsilon_final")
+    target = run.get("epsilon_target")
+    eps_text = "inf" if target is None else f"{eps:.3g} (target {target:g})"
+    return (
+        f"{run['row']:<20} seed {run['seed']}  HR@10 sampled {t['sampled_hr10']:.3f} "
+        f"full {t['full_hr10']:.3f}  NDCG@10 sampled {t['sampled_ndcg10']:.3f}  "
+        f"eps {eps_text}  [{run['wall_s']:.0f}s]"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"1 seed, R=2, rows {', '.join(QUICK_ROWS)}"
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="save the JSON after every run and update BENCHMARKS.md",
+    )
+    parser.add_argument(
+        "--write-only",
+        action="store_true",
+        help="re-render BENCHMARKS.md from the JSON; run nothing",
+    )
+    parser.add_argument("--rows", nargs="+", metavar="GLOB", help="run only rows matching")
+    parser.add_argument("--seeds", type=int, help=f"seeds per row (default {DEFAULT_SEEDS})")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--passes", type=int, help=f"R (default {DEFAULT_PASSES})")
+    parser.add_argument(
+        "--resume", action="store_true", help="with --write: skip runs the JSON already holds"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="MovieLens folder, or a CSV file user,item,rating,timestamp",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results JSON to merge into")
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD, help="file to update")
+    parser.add_argument("--verbose", action="store_true", help="one line per federated round")
+    args = parser.parse_args(argv)
+    _quiet()
+
+    if args.write_only:
+        existing = load_results(args.results)
+        if existing is None:
+            raise SystemExit(f"{args.results}: no results to render")
+        section = markdown(existing)
+        print(section)
+        write_markdown(section, args.markdown)
+        return
+
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
+    passes = args.passes if args.passes is not None else (2 if args.quick else DEFAULT_PASSES)
+    if seeds < 1 or passes < 1 or args.first_seed < 0:
+        raise SystemExit("--seeds and --passes must be at least 1, --first-seed at least 0")
+    rows = select_rows(args.rows, quick=args.quick)
+    data_path = args.data.resolve()
+
+    data = empty_results(passes, data_path)
+    if args.write:
+        existing = load_results(args.results)
+        if existing is not None:
+            if existing.get("schema") != SCHEMA:
+                raise SystemExit(
+                    f"{args.results}: schema {existing.get('schema')}, expected "
+                    f"{SCHEMA}; move it away to start afresh"
+                )
+            if existing["passes"] != passes or existing["data"] != data["data"]:
+                raise SystemExit(
+                    f"{args.results} holds runs with R = {existing['passes']} on "
+                    f"{existing['data']}; rerun with the same --passes/--data to merge, or "
+                    "move the file away to start afresh"
+                )
+            data = existing
+    command = "python benchmarks/utility.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    session = len(data["sessions"])
+    data["sessions"].append(
+        {"command": command.strip(), "machine": machine(), "runtime_s": 0.0, "runs": 0}
+    )
+
+    split = load_split(data_path) if any(r.kind.endswith("popularity") for r in rows) else None
+    started = time.perf_counter()
+    done = 0
+    for row in rows:
+        for seed in range(args.first_seed, args.first_seed + seeds):
+            if args.resume and str(seed) in data["runs"].get(row.name, {}):
+                print(f"{row.name:<20} seed {seed}  already in {args.results.name}; skipped")
+                continue
+            run = run_one(row, seed, passes, data_path, split, verbose=args.verbose)
+            record(data, run, session)
+            done += 1
+            print(_progress(run), flush=True)
+            data["sessions"][session]["runtime_s"] = time.perf_counter() - started
+            data["sessions"][session]["runs"] = done
+            if args.write:
+                save_results(data, args.results)
+    if done == 0:
+        data["sessions"].pop()  # nothing ran: no command to credit
+        if not data["runs"]:
+            raise SystemExit("nothing ran and no earlier results to render")
+    section = markdown(data)
+    print(section)
+    if args.write:
+        save_results(data, args.results)
+        write_markdown(section, args.markdown)
+        print(f"wrote {args.results} and {args.markdown}")
+    print(f"total {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
