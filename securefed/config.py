@@ -181,11 +181,16 @@ class TrainingConfig(_Strict):
     """Local training on each data owner."""
 
     local_epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(64, ge=1)
-    """Expected units per step (Poisson sampling rate = batch_size / units)."""
+    """Expected passes over an owner's units per round: ``ceil(1/q)`` steps each."""
+    sampling_rate: float = Field(0.05, gt=0, le=1, allow_inf_nan=False)
+    """Poisson rate q of each step, the same for every owner (never derived from an
+    owner's private unit count, so the mechanism and its accounting are public)."""
     learning_rate: float = Field(0.05, gt=0, allow_inf_nan=False)
     optimizer: OptimizerKind = OptimizerKind.SGD
     negatives: int = Field(4, ge=1, le=1000)
+    public_units_digits: int = Field(2, ge=1, le=18)
+    """Each simulated owner declares its unit count rounded to this many significant
+    digits as public (it divides the noisy sum; it never sets q or the steps)."""
     """Negatives per positive, drawn uniformly over the catalogue (independent of the data)."""
 
 

@@ -32,7 +32,7 @@ import torch
 
 from securefed.client.owner import DataOwner
 from securefed.client.policy import OwnerPolicy
-from securefed.client.trainer import LocalInteractions, sampling_rate, steps_per_round
+from securefed.client.trainer import LocalInteractions
 from securefed.config import (
     DataFormat,
     DirichletBy,
@@ -55,7 +55,8 @@ from securefed.data import (
 from securefed.errors import ConfigError, PolicyViolation, PrivacyBudgetExceeded, SecurefedError
 from securefed.evaluation import MetricSums
 from securefed.models.recommendation import RecommenderSpec, build_model, flatten_shared
-from securefed.privacy.accountant import Budget, calibrate_noise_multiplier
+from securefed.plan import steps_per_round
+from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
@@ -163,45 +164,48 @@ def _generator(rng: RandomSource) -> torch.Generator:
     return g
 
 
-def calibrate_for_owners(config: SecurefedConfig, unit_counts: list[int]) -> tuple[float, float]:
-    """Noise multiplier so that every owner spends at most the target over all rounds.
+def calibrate(config: SecurefedConfig) -> tuple[float, float]:
+    """Noise multiplier so that an owner spends at most the target over all rounds.
 
-    Worst case: each owner takes part in every planned round. Returns
-    ``(noise multiplier, largest planned epsilon over owners)``.
+    The mechanism is the same for every owner (rate q and steps come from the
+    plan, not from the data), so one calibration covers all; the worst case is an
+    owner that takes part in every planned round. Returns ``(noise multiplier,
+    planned epsilon)``, the latter checked to be at most the target.
     """
     p, t = config.privacy, config.training
+    steps = steps_per_round(t.local_epochs, t.sampling_rate) * config.federation.rounds
     if p.noise_multiplier is not None:
         sigma = p.noise_multiplier
     else:
         if p.target_epsilon is None:
             raise ConfigError("privacy: set noise_multiplier or target_epsilon")
-        shapes = set()
-        for units in unit_counts:
-            rate = sampling_rate(t.batch_size, units)
-            shapes.add((rate, steps_per_round(t.local_epochs, rate) * config.federation.rounds))
-        # Largest sampling rates are the worst cases; calibrate on them, verify on all.
-        worst = sorted(shapes, reverse=True)[:3]
-        sigma = max(
-            calibrate_noise_multiplier(
-                epsilon=p.target_epsilon, delta=p.delta, sampling_rate=q, steps=s
-            )
-            for q, s in worst
+        sigma = calibrate_noise_multiplier(
+            epsilon=p.target_epsilon, delta=p.delta, sampling_rate=t.sampling_rate, steps=steps
         )
-    from securefed.privacy.accountant import OwnerAccountant
+    event = DpSgdEvent(
+        sampling_rate=t.sampling_rate, noise_multiplier=sigma, steps=steps, unit=p.unit
+    )
+    planned = OwnerAccountant(
+        unit=p.unit, budget=Budget(epsilon=1e12, delta=p.delta)
+    ).epsilon_after(event)
+    if p.target_epsilon is not None and planned > p.target_epsilon:
+        raise ConfigError(  # pragma: no cover - calibration returns sigma within target
+            f"calibration failed: planned epsilon {planned:.4g} > target {p.target_epsilon:g}"
+        )
+    return sigma, planned
 
-    largest = 0.0
-    budget = Budget(epsilon=1e12, delta=p.delta)
-    for q, steps in {
-        (sampling_rate(t.batch_size, u),
-         steps_per_round(t.local_epochs, sampling_rate(t.batch_size, u)))
-        for u in unit_counts
-    }:  # fmt: skip
-        event = DpSgdEvent(
-            sampling_rate=q, noise_multiplier=sigma, steps=steps * config.federation.rounds,
-            unit=p.unit,
-        )  # fmt: skip
-        largest = max(largest, OwnerAccountant(unit=p.unit, budget=budget).epsilon_after(event))
-    return sigma, largest
+
+def public_units(count: int, digits: int) -> int:
+    """``count`` rounded to ``digits`` significant digits (at least 1).
+
+    What a simulated owner declares public as its size; only the step size
+    depends on it (never the rate, the steps or the noise).
+    """
+    if count < 1:
+        raise ValueError("an owner holds at least one unit")
+    scale = 10 ** max(0, len(str(count)) - digits)
+    rounded: int = (count + scale // 2) // scale * scale
+    return max(1, rounded)
 
 
 def _metric_params(config: SecurefedConfig, max_users: int) -> SecAggParams:
@@ -267,7 +271,7 @@ class Federation:
         p = config.privacy
         unit_counts = [self._units(s) for s in self.shards]
         if p.enabled:
-            self.noise_multiplier, self.planned_epsilon = calibrate_for_owners(config, unit_counts)
+            self.noise_multiplier, self.planned_epsilon = calibrate(config)
         else:
             self.noise_multiplier, self.planned_epsilon = 0.0, math.inf
         self.identities = {s.owner_id: IdentityKey.generate(self._rng) for s in self.shards}
@@ -314,7 +318,8 @@ class Federation:
             min_noise_multiplier=min_sigma,
             max_clip_norm=p.clip_norm,
             max_local_epochs=t.local_epochs,
-            max_sampling_rate=1.0,
+            max_sampling_rate=t.sampling_rate,
+            public_units=public_units(units, t.public_units_digits),
             allowed_model_hashes=frozenset({self.model_hash}),
             allowed_plan_hashes=frozenset({self.plan_hash}),
             budget=budget,

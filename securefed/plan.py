@@ -17,9 +17,17 @@ from dataclasses import dataclass
 from securefed.privacy.events import PrivacyUnit
 from securefed.secagg.encoding import Writer
 
-__all__ = ["RoundPlan", "f64", "positive"]
+__all__ = ["MAX_LOCAL_EPOCHS", "MAX_NEGATIVES", "RoundPlan", "f64", "positive", "steps_per_round"]
 
 _PLAN_LABEL = b"securefed/round-plan/v1"
+MAX_LOCAL_EPOCHS = 1000
+MAX_NEGATIVES = 1000
+"""Bounds that keep a plan from exhausting an owner's memory or time."""
+
+
+def steps_per_round(local_epochs: int, rate: float) -> int:
+    """``epochs * ceil(1 / q)`` steps: one epoch is ``1/q`` Poisson steps in expectation."""
+    return local_epochs * math.ceil(1.0 / rate - 1e-12)
 
 
 def f64(w: Writer, value: float) -> Writer:
@@ -35,15 +43,23 @@ def positive(name: str, value: float) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundPlan:
-    """What the server asks each owner to do in one round."""
+    """What the server asks each owner to do in one round.
+
+    Every quantity that shapes the DP mechanism is here and data-independent:
+    the Poisson rate ``sampling_rate`` (the same for every owner, never derived
+    from an owner's private unit count), the step count ``steps`` =
+    ``local_epochs * ceil(1 / sampling_rate)``, the noise multiplier and the
+    clipping norm. So an owner's accounting, and whether it accepts, depend on
+    public values only.
+    """
 
     round_id: int
     unit: PrivacyUnit
     noise_multiplier: float
     clip_norm: float
     local_epochs: int
-    batch_size: int
-    """Expected units per step; each owner's Poisson rate is batch_size / its units."""
+    sampling_rate: float
+    """Poisson rate q: each of an owner's units is in a step's sample with probability q."""
     learning_rate: float
     negatives: int
     model_hash: bytes
@@ -56,10 +72,12 @@ class RoundPlan:
             raise ValueError("noise_multiplier must be finite and >= 0 (0: no DP)")
         positive("clip_norm", self.clip_norm)
         positive("learning_rate", self.learning_rate)
-        if self.local_epochs < 1 or self.negatives < 1:
-            raise ValueError("local_epochs and negatives must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
+            raise ValueError(f"local_epochs must be in [1, {MAX_LOCAL_EPOCHS}]")
+        if not 1 <= self.negatives <= MAX_NEGATIVES:
+            raise ValueError(f"negatives must be in [1, {MAX_NEGATIVES}]")
+        if not (math.isfinite(self.sampling_rate) and 0 < self.sampling_rate <= 1):
+            raise ValueError("sampling_rate must be in (0, 1]")
         if len(self.model_hash) != 32 or len(self.plan_hash) != 32:
             raise ValueError("model_hash and plan_hash must be 32-byte digests")
 
@@ -69,11 +87,16 @@ class RoundPlan:
         f64(w, self.noise_multiplier)
         f64(w, self.clip_norm)
         w.u32(self.local_epochs)
-        w.u32(self.batch_size)
+        f64(w, self.sampling_rate)
         f64(w, self.learning_rate)
         w.u32(self.negatives)
         w.fixed(self.model_hash, 32).fixed(self.plan_hash, 32)
         return w.getvalue()
+
+    @property
+    def steps(self) -> int:
+        """DP-SGD steps per round: ``local_epochs * ceil(1 / q)`` (one epoch is 1/q steps)."""
+        return steps_per_round(self.local_epochs, self.sampling_rate)
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`."""

@@ -40,7 +40,7 @@ def main(
         federation=FederationConfig(rounds=rounds),
         data=DataConfig(path=str(data), format=data_format, partition="silos", silos=silos),
         model=ModelConfig(kind="mf", dim=32),  # user embeddings never leave their owner
-        training=TrainingConfig(batch_size=512, learning_rate=2.0, negatives=4),
+        training=TrainingConfig(sampling_rate=0.05, learning_rate=2.0, negatives=4),
         privacy=PrivacyConfig(unit="record", target_epsilon=8.0, delta=1e-5),  # DP-SGD
         update=UpdateConfig(clip_norm=20.0),  # L2 bound before quantisation
         secagg=SecAggConfig(quantization=QuantizationConfig(bits=20, clip=20.0)),

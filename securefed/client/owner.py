@@ -18,6 +18,7 @@ import torch
 from securefed.client.policy import OwnerPolicy, SignedPolicy, accept_plan
 from securefed.client.trainer import DpTrainer, LocalInteractions, StepStats
 from securefed.config import OptimizerKind
+from securefed.errors import PolicyViolation
 from securefed.evaluation import (
     MetricSums,
     ranks_full,
@@ -102,9 +103,16 @@ class DataOwner:
         self._validation = validation_items
         self._test = test_items
         self.trainer = DpTrainer(
-            model=model, data=train, unit=self.policy.unit, stream=stream, device=device
+            model=model,
+            data=train,
+            unit=self.policy.unit,
+            stream=stream,
+            public_units=self.policy.public_units,
+            device=device,
         )
         self.accepted: list[AcceptedRound] = []
+        self._last_round: int | None = None
+        self._pending: AcceptedRound | None = None
         order = np.lexsort((train.items, train.users))
         users, items = train.users[order], train.items[order]
         bounds = np.searchsorted(users, np.arange(train.n_users + 1))
@@ -128,17 +136,24 @@ class DataOwner:
     def accept(self, plan: RoundPlan) -> AcceptedRound:
         """Check ``plan`` against the policy and the budget, then record the spend.
 
-        The spend is recorded (durable in the owner's accountant) before any
-        training, so a crash can over-count but never under-count.
+        The decision uses public values only (the plan, the policy and the plans
+        accepted before), never the data. The spend is recorded in the owner's
+        accountant before any training (in memory in this version: a restarted
+        owner must restore its accountant; the signed ledger makes it durable).
+        The returned token buys exactly one :meth:`train_round`.
 
         Raises:
-            PolicyViolation: the plan is weaker than the policy allows.
+            PolicyViolation: the plan is weaker than the policy allows, or replays
+                a round id not above the last accepted one.
             PrivacyBudgetExceeded: the round would overspend the owner's budget.
         """
-        rate, steps = self.trainer.round_shape(
-            batch_size=plan.batch_size, local_epochs=plan.local_epochs
-        )
-        accept_plan(self.policy, plan, sampling_rate=rate)
+        if self._last_round is not None and plan.round_id <= self._last_round:
+            raise PolicyViolation(
+                f"owner {self.owner_id} refuses the plan: round {plan.round_id} is not "
+                f"after the last accepted round {self._last_round} (replay)"
+            )
+        accept_plan(self.policy, plan)
+        rate, steps = plan.sampling_rate, plan.steps
         event: DpSgdEvent | None = None
         epsilon = math.inf
         if plan.noise_multiplier > 0:
@@ -155,6 +170,8 @@ class DataOwner:
             plan=plan, sampling_rate=rate, steps=steps, event=event, epsilon_after=epsilon
         )
         self.accepted.append(accepted)
+        self._last_round = plan.round_id
+        self._pending = accepted
         return accepted
 
     def train_round(
@@ -169,6 +186,11 @@ class DataOwner:
         The update is trained minus received shared parameters (dense over the
         whole item table).
         """
+        if accepted is not self._pending:
+            raise PolicyViolation("training needs the token of the last accepted plan, once")
+        self._pending = None
+        if accepted.event is None and self.policy.min_noise_multiplier > 0:
+            raise PolicyViolation("the owner's policy requires DP: no non-private round")
         unflatten_into(self.model, global_shared)
         plan = accepted.plan
         if accepted.event is None:

@@ -47,7 +47,11 @@ class OwnerPolicy:
             opt-out of DP (a non-private baseline); it requires ``budget=None``.
         max_clip_norm: plans with a larger per-unit clipping norm are refused.
         max_local_epochs: plans with more local epochs are refused.
-        max_sampling_rate: plans sampling a larger fraction of units per step are refused.
+        max_sampling_rate: plans with a larger Poisson rate are refused.
+        public_units: the unit count the owner declares public (e.g. a rounded
+            figure). It only scales the step: DP-SGD divides the noisy clipped sum
+            by ``q * public_units``. A fixed parameter of the mechanism, never
+            recomputed from the data, so neighbouring datasets use the same one.
         allowed_model_hashes: digests of the model architectures the owner allows.
         allowed_plan_hashes: digests of the training procedures the owner allows.
         budget: the owner's (epsilon, delta) budget for ``unit`` (None only with
@@ -60,6 +64,7 @@ class OwnerPolicy:
     max_clip_norm: float
     max_local_epochs: int
     max_sampling_rate: float
+    public_units: int
     allowed_model_hashes: frozenset[bytes]
     allowed_plan_hashes: frozenset[bytes]
     budget: Budget | None
@@ -76,6 +81,8 @@ class OwnerPolicy:
             raise ValueError("max_local_epochs must be >= 1")
         if not 0 < self.max_sampling_rate <= 1:
             raise ValueError("max_sampling_rate must be in (0, 1]")
+        if self.public_units < 1:
+            raise ValueError("public_units must be >= 1")
         for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
             if not hashes or any(len(h) != 32 for h in hashes):
                 raise ValueError("allowed hash lists must be non-empty sets of 32-byte digests")
@@ -87,6 +94,7 @@ class OwnerPolicy:
         f64(w, self.max_clip_norm)
         w.u32(self.max_local_epochs)
         f64(w, self.max_sampling_rate)
+        w.u64(self.public_units)
         _hashes(w, self.allowed_model_hashes)
         _hashes(w, self.allowed_plan_hashes)
         f64(w, 0.0 if self.budget is None else self.budget.epsilon)
@@ -115,11 +123,11 @@ class SignedPolicy:
         return self.policy
 
 
-def accept_plan(policy: OwnerPolicy, plan: RoundPlan, *, sampling_rate: float) -> RoundPlan:
+def accept_plan(policy: OwnerPolicy, plan: RoundPlan) -> RoundPlan:
     """Return ``plan`` if the owner's policy allows it.
 
-    ``sampling_rate`` is the Poisson rate the plan implies for this owner
-    (``batch_size`` / its units, at most 1).
+    Every rule compares public values only (the plan and the policy), so whether
+    an owner accepts reveals nothing about its data.
 
     Raises:
         PolicyViolation: naming every rule the plan breaks.
@@ -135,8 +143,10 @@ def accept_plan(policy: OwnerPolicy, plan: RoundPlan, *, sampling_rate: float) -
         problems.append(f"clip norm {plan.clip_norm:g} > maximum {policy.max_clip_norm:g}")
     if plan.local_epochs > policy.max_local_epochs:
         problems.append(f"local epochs {plan.local_epochs} > maximum {policy.max_local_epochs}")
-    if sampling_rate > policy.max_sampling_rate:
-        problems.append(f"sampling rate {sampling_rate:g} > maximum {policy.max_sampling_rate:g}")
+    if plan.sampling_rate > policy.max_sampling_rate:
+        problems.append(
+            f"sampling rate {plan.sampling_rate:g} > maximum {policy.max_sampling_rate:g}"
+        )
     if plan.model_hash not in policy.allowed_model_hashes:
         problems.append("model architecture not allowed by the owner")
     if plan.plan_hash not in policy.allowed_plan_hashes:

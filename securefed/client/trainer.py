@@ -11,7 +11,7 @@ updated only by the DP optimiser. Per step:
    passes; no per-example gradients materialised);
 4. Gaussian noise of std ``noise_multiplier * clip_norm`` from the CSPRNG with
    the floating-point mitigation of Opacus' secure mode, added to the clipped sum,
-   divided by the expected batch size ``q * units``; then the local optimiser.
+   divided by ``q * public_units`` (a public constant); then the local optimiser.
 
 An empty Poisson sample still takes a step: noise only, as the accounting assumes.
 """
@@ -19,7 +19,6 @@ An empty Poisson sample still takes a step: noise only, as the accounting assume
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from securefed.models.recommendation import Recommender, RowBCEWithLogitsLoss
 from securefed.privacy.events import DpSgdEvent, PrivacyUnit
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, poisson_sample
 
-__all__ = ["DpTrainer", "LocalInteractions", "StepStats", "steps_per_round"]
+__all__ = ["DpTrainer", "LocalInteractions", "StepStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +66,6 @@ class LocalInteractions:
         if unit is PrivacyUnit.RECORD:
             return int(self.users.size)
         return int(np.unique(self.users).size)
-
-
-def sampling_rate(batch_size: int, units: int) -> float:
-    """Poisson rate giving ``batch_size`` expected units per step (at most 1)."""
-    return min(1.0, batch_size / units)
-
-
-def steps_per_round(local_epochs: int, rate: float) -> int:
-    """``epochs * ceil(1 / q)`` steps: one epoch is ``1/q`` Poisson steps in expectation."""
-    return local_epochs * math.ceil(1.0 / rate - 1e-12)
 
 
 def _optimizer(
@@ -127,6 +116,9 @@ class DpTrainer:
         data: the owner's training positives.
         unit: the privacy unit.
         stream: the owner's CSPRNG (sampling, negatives and noise).
+        public_units: the owner's declared public unit count; the noisy clipped
+            sum is divided by ``q * public_units`` (a public constant: the private
+            count never sets the rate, the steps or the step size).
         device: where to train.
     """
 
@@ -137,8 +129,12 @@ class DpTrainer:
         data: LocalInteractions,
         unit: PrivacyUnit,
         stream: CsprngStream,
+        public_units: int,
         device: torch.device | None = None,
     ) -> None:
+        if public_units < 1:
+            raise ValueError("public_units must be >= 1")
+        self.public_units = public_units
         self.data = data
         self.unit = unit
         self.device = device or torch.device("cpu")
@@ -152,23 +148,6 @@ class DpTrainer:
         self._person_ids, starts = np.unique(self._users, return_index=True)
         self._person_bounds = np.append(starts, self._users.size)
 
-    def round_shape(self, *, batch_size: int, local_epochs: int) -> tuple[float, int]:
-        """``(Poisson rate, steps)`` of one round with these settings."""
-        rate = sampling_rate(batch_size, self.data.units(self.unit))
-        return rate, steps_per_round(local_epochs, rate)
-
-    def plan_event(
-        self, *, batch_size: int, local_epochs: int, noise_multiplier: float
-    ) -> DpSgdEvent:
-        """The privacy event one round with these settings spends."""
-        rate = sampling_rate(batch_size, self.data.units(self.unit))
-        return DpSgdEvent(
-            sampling_rate=rate,
-            noise_multiplier=noise_multiplier,
-            steps=steps_per_round(local_epochs, rate),
-            unit=self.unit,
-        )
-
     def train_nonprivate(
         self,
         *,
@@ -178,7 +157,7 @@ class DpTrainer:
         negatives: int,
         optimizer: OptimizerKind,
     ) -> StepStats:
-        """The same sampling and batches without clipping or noise (a non-private baseline)."""
+        """The same sampling, batches and step size without clipping or noise (a baseline)."""
         start = time.process_time()
         units = self.data.units(self.unit)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -193,7 +172,9 @@ class DpTrainer:
                 continue
             users, items, labels, mask = self._batch(chosen, negatives)
             base.zero_grad(set_to_none=True)
-            loss = criterion(self.model(users, items), labels, mask).sum() / (rate * units)
+            loss = criterion(self.model(users, items), labels, mask).sum() / (
+                rate * self.public_units
+            )
             loss.backward()
             base.step()
         return StepStats(
@@ -230,7 +211,9 @@ class DpTrainer:
                 noise=self._noise,
                 noise_multiplier=event.noise_multiplier,
                 max_grad_norm=clip_norm,
-                expected_batch_size=event.sampling_rate * units,
+                # A public constant (not the private count): the divisor must be
+                # the same on neighbouring datasets.
+                expected_batch_size=event.sampling_rate * self.public_units,
                 loss_reduction="mean",
             )
             loss_fn = DPLossFastGradientClipping(

@@ -109,7 +109,7 @@ class Coordinator:
             noise_multiplier=noise_multiplier,
             clip_norm=self.config.privacy.clip_norm,
             local_epochs=t.local_epochs,
-            batch_size=t.batch_size,
+            sampling_rate=t.sampling_rate,
             learning_rate=t.learning_rate,
             negatives=t.negatives,
             model_hash=self.model_hash,

@@ -38,7 +38,7 @@ def _config(ratings_csv, **sections):
         "federation": {"rounds": 2, "federation_id": "test-fed"},
         "data": {"path": str(ratings_csv), "format": "csv", "partition": "silos", "silos": 3},
         "model": {"kind": "mf", "dim": 8},
-        "training": {"batch_size": 16, "learning_rate": 0.5, "negatives": 2},
+        "training": {"sampling_rate": 0.15, "learning_rate": 0.5, "negatives": 2},
         "privacy": {"target_epsilon": 8.0},
         "update": {"clip_norm": 5.0},
         "secagg": {"quantization": {"bits": 20, "clip": 5.0}, "min_clients": 2},
@@ -152,7 +152,7 @@ silos = 3
 [model]
 dim = 8
 [training]
-batch_size = 16
+sampling_rate = 0.15
 [secagg]
 min_clients = 2
 [evaluation]
@@ -189,7 +189,7 @@ def test_library_example_runs_on_the_embedded_data(capsys):
     "sections",
     [
         {"model": {"kind": "neumf", "dim": 8, "mlp_dims": (8, 4)}},
-        {"privacy": {"unit": "person"}, "training": {"batch_size": 4}},
+        {"privacy": {"unit": "person"}, "training": {"sampling_rate": 0.4}},
         {"strategy": {"kind": "fedyogi", "server_lr": 0.01}},
         {"data": {"partition": "per_user"}, "federation": {"rounds": 1, "cohort_rate": 0.5}},
         {"data": {"partition": "dirichlet", "dirichlet_alpha": 0.3}},

@@ -27,6 +27,7 @@ def _policy(**overrides) -> OwnerPolicy:
         "max_clip_norm": 1.0,
         "max_local_epochs": 2,
         "max_sampling_rate": 0.5,
+        "public_units": 1200,
         "allowed_model_hashes": frozenset({MODEL}),
         "allowed_plan_hashes": frozenset({PLAN}),
         "budget": Budget(epsilon=8.0, delta=1e-5),
@@ -42,7 +43,7 @@ def _plan(**overrides) -> RoundPlan:
         "noise_multiplier": 1.0,
         "clip_norm": 1.0,
         "local_epochs": 1,
-        "batch_size": 64,
+        "sampling_rate": 0.1,
         "learning_rate": 0.1,
         "negatives": 4,
         "model_hash": MODEL,
@@ -54,30 +55,30 @@ def _plan(**overrides) -> RoundPlan:
 
 def test_a_plan_within_the_policy_is_accepted():
     plan = _plan()
-    assert accept_plan(_policy(), plan, sampling_rate=0.1) is plan
+    assert accept_plan(_policy(), plan) is plan
 
 
 @pytest.mark.parametrize(
-    ("overrides", "rate", "reason"),
+    ("overrides", "reason"),
     [
-        ({"noise_multiplier": 0.5}, 0.1, "noise multiplier"),
-        ({"noise_multiplier": 0.0}, 0.1, "noise multiplier"),  # a server cannot set sigma = 0
-        ({"clip_norm": 2.0}, 0.1, "clip norm"),
-        ({"local_epochs": 3}, 0.1, "local epochs"),
-        ({"unit": PrivacyUnit.PERSON}, 0.1, "privacy unit"),
-        ({"model_hash": hashlib.sha256(b"other").digest()}, 0.1, "model architecture"),
-        ({"plan_hash": hashlib.sha256(b"other").digest()}, 0.1, "training plan"),
-        ({}, 0.9, "sampling rate"),
+        ({"noise_multiplier": 0.5}, "noise multiplier"),
+        ({"noise_multiplier": 0.0}, "noise multiplier"),  # a server cannot set sigma = 0
+        ({"clip_norm": 2.0}, "clip norm"),
+        ({"local_epochs": 3}, "local epochs"),
+        ({"unit": PrivacyUnit.PERSON}, "privacy unit"),
+        ({"model_hash": hashlib.sha256(b"other").digest()}, "model architecture"),
+        ({"plan_hash": hashlib.sha256(b"other").digest()}, "training plan"),
+        ({"sampling_rate": 0.9}, "sampling rate"),
     ],
 )
-def test_weaker_plans_are_refused(overrides, rate, reason):
+def test_weaker_plans_are_refused(overrides, reason):
     with pytest.raises(PolicyViolation, match=reason):
-        accept_plan(_policy(), _plan(**overrides), sampling_rate=rate)
+        accept_plan(_policy(), _plan(**overrides))
 
 
 def test_every_broken_rule_is_named():
     with pytest.raises(PolicyViolation) as info:
-        accept_plan(_policy(), _plan(noise_multiplier=0.1, clip_norm=5.0), sampling_rate=0.1)
+        accept_plan(_policy(), _plan(noise_multiplier=0.1, clip_norm=5.0))
     assert "noise multiplier" in str(info.value)
     assert "clip norm" in str(info.value)
 
@@ -96,6 +97,7 @@ def test_signed_policy_verifies_only_untampered_under_the_owners_key():
         {"max_clip_norm": 10.0},
         {"max_local_epochs": 100},
         {"max_sampling_rate": 1.0},
+        {"public_units": 1300},
         {"unit": PrivacyUnit.PERSON},
         {"allowed_model_hashes": frozenset({MODEL, PLAN})},
         {"allowed_plan_hashes": frozenset({PLAN, MODEL})},
@@ -120,7 +122,7 @@ def test_opting_out_of_dp_needs_an_explicit_policy():
     with pytest.raises(ValueError, match="budget"):
         _policy(budget=None)
     open_policy = _policy(min_noise_multiplier=0.0, budget=None)
-    assert accept_plan(open_policy, _plan(noise_multiplier=0.0), sampling_rate=0.1)
+    assert accept_plan(open_policy, _plan(noise_multiplier=0.0))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +131,9 @@ def test_opting_out_of_dp_needs_an_explicit_policy():
         {"noise_multiplier": -1.0},
         {"noise_multiplier": float("nan")},
         {"clip_norm": 0.0},
-        {"batch_size": 0},
+        {"sampling_rate": 0.0},
+        {"sampling_rate": 1.5},
+        {"negatives": 10**6},
         {"model_hash": b"short"},
         {"learning_rate": float("inf")},
     ],
@@ -146,7 +150,7 @@ def test_plan_digest_covers_every_field():
         _plan(noise_multiplier=1.5),
         _plan(clip_norm=0.5),
         _plan(local_epochs=2),
-        _plan(batch_size=32),
+        _plan(sampling_rate=0.2),
         _plan(learning_rate=0.2),
         _plan(negatives=5),
         _plan(unit=PrivacyUnit.PERSON),

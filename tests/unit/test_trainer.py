@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from securefed.client.trainer import DpTrainer, LocalInteractions, sampling_rate, steps_per_round
+from securefed.client.trainer import DpTrainer, LocalInteractions
 from securefed.config import OptimizerKind
 from securefed.models.recommendation import RecommenderSpec, build_model, flatten_shared
+from securefed.plan import steps_per_round
 from securefed.privacy.events import DpSgdEvent, PrivacyUnit
 from securefed.privacy.noise import CsprngStream
 from securefed.randomness import DeterministicRandom
@@ -34,20 +35,30 @@ def _data() -> LocalInteractions:
 def _trainer(unit: PrivacyUnit, label: str = "t", dim: int = 4) -> DpTrainer:
     g = torch.Generator().manual_seed(5)
     model = build_model(RecommenderSpec.mf(dim=dim), N_USERS, N_ITEMS, g)
-    return DpTrainer(model=model, data=_data(), unit=unit, stream=CsprngStream(_rng(label)))
+    data = _data()
+    return DpTrainer(
+        model=model,
+        data=data,
+        unit=unit,
+        stream=CsprngStream(_rng(label)),
+        public_units=data.units(unit),
+    )
 
 
 def _all_params(trainer: DpTrainer) -> np.ndarray:
     return torch.cat([p.detach().flatten() for p in trainer.model.parameters()]).numpy().copy()
 
 
-def _event(trainer: DpTrainer, *, sigma: float, batch: int = 4, epochs: int = 1) -> DpSgdEvent:
-    return trainer.plan_event(batch_size=batch, local_epochs=epochs, noise_multiplier=sigma)
+def _event(trainer: DpTrainer, *, sigma: float, rate: float = 0.25, epochs: int = 1) -> DpSgdEvent:
+    return DpSgdEvent(
+        sampling_rate=rate,
+        noise_multiplier=sigma,
+        steps=steps_per_round(epochs, rate),
+        unit=trainer.unit,
+    )
 
 
 def test_round_shape():
-    assert sampling_rate(64, 1000) == pytest.approx(0.064)
-    assert sampling_rate(64, 10) == 1.0
     assert steps_per_round(2, 0.25) == 8
     assert steps_per_round(1, 1.0) == 1
     assert steps_per_round(1, 0.3) == 4
@@ -169,11 +180,10 @@ def test_person_batches_hold_all_records_of_each_sampled_person():
 
 def test_nonprivate_baseline_uses_the_same_sampling_without_noise():
     trainer = _trainer(PrivacyUnit.RECORD)
-    rate, steps = trainer.round_shape(batch_size=4, local_epochs=1)
     stats = trainer.train_nonprivate(
-        rate=rate, steps=steps, learning_rate=0.1, negatives=3, optimizer=OptimizerKind.SGD
+        rate=0.2, steps=5, learning_rate=0.1, negatives=3, optimizer=OptimizerKind.SGD
     )
-    assert stats.steps == steps == 6
+    assert stats.steps == 5
     assert stats.sampled_units > 0
 
 
