@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-secagg test lint typecheck unit slow bench vectors clean
+.PHONY: venv demo demo-secagg test lint typecheck unit slow bench bench-utility vectors clean
 
 venv: $(STAMP)
 
@@ -46,9 +46,15 @@ test: lint typecheck unit slow
 
 vectors: venv
 	$(PY) protocols/secagg/generate_vectors.py
+	$(PY) protocols/ledger/generate_vectors.py
 
 bench: venv
 	$(PY) benchmarks/secagg.py --write
+
+# Utility of the federated recommender against baselines (about 2 h on 2 cores;
+# resumable: results are merged into benchmarks/results/utility.json run by run).
+bench-utility: venv
+	$(PY) benchmarks/utility.py --write --resume
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
