@@ -1,16 +1,55 @@
 """Differential privacy: events, accounting, and CSPRNG noise and sampling."""
 
-from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
-from securefed.privacy.events import DpSgdEvent, PrivacyUnit
+from securefed.privacy.accountant import (
+    Budget,
+    BudgetedAccountant,
+    OwnerAccountant,
+    calibrate_client_noise_multiplier,
+    calibrate_noise_multiplier,
+)
+from securefed.privacy.accounting import (
+    ONLINE_DEFAULT,
+    Accountant,
+    Backend,
+    audit_tolerance,
+    backend_error_bound,
+    epsilon_for,
+    independent_backend,
+    new_accountant,
+)
+from securefed.privacy.events import (
+    ClientGaussianEvent,
+    ComposedEvent,
+    DpSgdEvent,
+    PrivacyEvent,
+    PrivacyUnit,
+    SelfComposedEvent,
+    to_dp_accounting,
+)
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, poisson_sample
 
 __all__ = [
+    "ONLINE_DEFAULT",
+    "Accountant",
+    "Backend",
     "Budget",
+    "BudgetedAccountant",
+    "ClientGaussianEvent",
+    "ComposedEvent",
     "CsprngStream",
     "DpSgdEvent",
     "OwnerAccountant",
+    "PrivacyEvent",
     "PrivacyUnit",
     "SecureGaussianNoise",
+    "SelfComposedEvent",
+    "audit_tolerance",
+    "backend_error_bound",
+    "calibrate_client_noise_multiplier",
     "calibrate_noise_multiplier",
+    "epsilon_for",
+    "independent_backend",
+    "new_accountant",
     "poisson_sample",
+    "to_dp_accounting",
 ]
