@@ -21,6 +21,7 @@ from securefed.secagg.quantize import QuantizationSpec
 
 __all__ = [
     "DEFAULT_FULL_GRAPH_UP_TO",
+    "ClientPrivacyConfig",
     "FederationConfig",
     "GraphChoice",
     "QuantizationConfig",
@@ -212,6 +213,24 @@ class PrivacyConfig(_Strict):
     """Each owner's budget (default: ``target_epsilon``, else unlimited is refused)."""
 
 
+class ClientPrivacyConfig(_Strict):
+    """Client-level DP (DP-FedAvg): the server adds Gaussian noise to the unmasked sum.
+
+    Each round's sum of L2-clipped updates gets N(0, (noise_multiplier x S)^2)
+    per coordinate, S being one client's L2 bound (``update.clip_norm`` plus the
+    quantisation slack), and is divided by the expected cohort size; cohorts are
+    Poisson-sampled at ``federation.cohort_rate``. The noise is added centrally
+    after unmasking, so this guarantee trusts the server. The federation's
+    budget applies only when this is enabled.
+    """
+
+    enabled: bool = False
+    noise_multiplier: float | None = Field(None, gt=0, allow_inf_nan=False)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    budget_epsilon: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """The federation's budget; required when enabled."""
+
+
 class UpdateConfig(_Strict):
     """Client-level post-processing of each update before quantisation."""
 
@@ -255,6 +274,7 @@ class SecurefedConfig(_Strict):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    client_privacy: ClientPrivacyConfig = ClientPrivacyConfig()
     update: UpdateConfig = UpdateConfig()
     strategy: StrategyConfig = StrategyConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -282,6 +302,22 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
         )
     if privacy.enabled and privacy.budget_epsilon is None and privacy.target_epsilon is None:
         raise ConfigError(f"{source}: privacy.budget_epsilon is required with noise_multiplier")
+    if privacy.unit is PrivacyUnit.CLIENT:
+        raise ConfigError(
+            f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "
+            "DP is configured in [client_privacy]"
+        )
+    client = config.client_privacy
+    if client.enabled:
+        if client.noise_multiplier is None or client.budget_epsilon is None:
+            raise ConfigError(
+                f"{source}: client_privacy: noise_multiplier and budget_epsilon are required"
+            )
+        if config.federation.cohort_size is not None:
+            raise ConfigError(
+                f"{source}: client_privacy needs Poisson cohorts (federation.cohort_rate), "
+                "not a fixed federation.cohort_size"
+            )
     return config
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from securefed.client.owner import DataOwner
+from securefed import __version__
+from securefed.client.owner import AcceptedRound, DataOwner
 from securefed.client.policy import OwnerPolicy
 from securefed.client.trainer import LocalInteractions
 from securefed.config import (
@@ -52,22 +54,45 @@ from securefed.data import (
     per_user,
     to_implicit,
 )
-from securefed.errors import ConfigError, PolicyViolation, PrivacyBudgetExceeded, SecurefedError
+from securefed.errors import (
+    ConfigError,
+    IntegrityError,
+    PolicyViolation,
+    PrivacyBudgetExceeded,
+    SecurefedError,
+)
 from securefed.evaluation import MetricSums
+from securefed.ledger import EntryKind, Ledger
+from securefed.ledger.bodies import (
+    client_gaussian_event,
+    dp_sgd_event,
+    federation_created_body,
+)
+from securefed.ledger.canonical import CanonicalValue, parse_uint, to_canonical
 from securefed.models.recommendation import RecommenderSpec, build_model, flatten_shared
-from securefed.plan import steps_per_round
+from securefed.plan import RoundPlan, steps_per_round
 from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
-from securefed.privacy.events import DpSgdEvent
-from securefed.privacy.noise import CsprngStream, StreamPurpose
+from securefed.privacy.accounting import ONLINE_DEFAULT
+from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent, PrivacyUnit
+from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
-from securefed.secagg.context import RoundContext, SecAggParams
+from securefed.secagg.context import PROTOCOL_VERSION, RoundContext, SecAggParams
 from securefed.secagg.graph import ThreatModel
+from securefed.secagg.primitives import ct_equal
 from securefed.secagg.quantize import QuantizationSpec, dequantize
 from securefed.secagg.roster import IdentityKey, Roster, RosterEntry
 from securefed.server.coordinator import Coordinator
+from securefed.server.recorder import RoundRecorder, global_model_hash
 from securefed.simulation import RoundReport, run_secagg_round
 
-__all__ = ["FederationResult", "RoundMetrics", "run_federation", "write_toml"]
+__all__ = [
+    "FederationResult",
+    "LedgerState",
+    "RoundMetrics",
+    "read_ledger_state",
+    "run_federation",
+    "write_toml",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +113,8 @@ class RoundMetrics:
     metrics: dict[str, float] | None
     epsilon_max: float
     epsilon_median: float
+    epsilon_federation: float | None
+    """The federation's client-level epsilon (None without [client_privacy])."""
     bytes_up_per_client: float
     bytes_down_per_client: float
     client_seconds_mean: float
@@ -117,6 +144,7 @@ class FederationResult:
     """The largest epsilon any owner would reach taking part in every planned round."""
     owners: int = 0
     parameters: int = 0
+    stop_reason: str = ""
 
 
 def resolve_data_path(config: SecurefedConfig, root: Path | None) -> Path:
@@ -169,18 +197,23 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
 
     The mechanism is the same for every owner (rate q and steps come from the
     plan, not from the data), so one calibration covers all; the worst case is an
-    owner that takes part in every planned round. Returns ``(noise multiplier,
-    planned epsilon)``, the latter checked to be at most the target.
+    owner that takes part in every planned round. The target is capped at what the
+    owners' budget lets them spend (the budget less the audit margin), so the last
+    planned round still fits. Returns ``(noise multiplier, planned epsilon)``, the
+    latter checked to be at most that target.
     """
     p, t = config.privacy, config.training
     steps = steps_per_round(t.local_epochs, t.sampling_rate) * config.federation.rounds
+    spendable = math.inf
     if p.noise_multiplier is not None:
         sigma = p.noise_multiplier
     else:
         if p.target_epsilon is None:
             raise ConfigError("privacy: set noise_multiplier or target_epsilon")
+        spendable = Budget(epsilon=_budget_epsilon(config), delta=p.delta).spendable
+        target = min(p.target_epsilon, spendable)
         sigma = calibrate_noise_multiplier(
-            epsilon=p.target_epsilon, delta=p.delta, sampling_rate=t.sampling_rate, steps=steps
+            epsilon=target, delta=p.delta, sampling_rate=t.sampling_rate, steps=steps
         )
     event = DpSgdEvent(
         sampling_rate=t.sampling_rate, noise_multiplier=sigma, steps=steps, unit=p.unit
@@ -188,11 +221,19 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
     planned = OwnerAccountant(
         unit=p.unit, budget=Budget(epsilon=1e12, delta=p.delta)
     ).epsilon_after(event)
-    if p.target_epsilon is not None and planned > p.target_epsilon:
+    if p.target_epsilon is not None and planned > min(p.target_epsilon, spendable):
         raise ConfigError(  # pragma: no cover - calibration returns sigma within target
             f"calibration failed: planned epsilon {planned:.4g} > target {p.target_epsilon:g}"
         )
     return sigma, planned
+
+
+def _budget_epsilon(config: SecurefedConfig) -> float:
+    p = config.privacy
+    budget = p.budget_epsilon if p.budget_epsilon is not None else p.target_epsilon
+    if budget is None:
+        raise ConfigError("privacy.budget_epsilon is required")
+    return budget
 
 
 def public_units(count: int, digits: int) -> int:
@@ -249,7 +290,16 @@ class Federation:
                 ``centralised``, more than one).
         """
         self.config = config
+        self._root = root
         self._rng = rng or OsRandom()
+        self.recorder: RoundRecorder | None = None
+        self.exhausted: set[int] = set()
+        """Owners whose budget stopped them (recorded in the ledger when there is one)."""
+        self.server_view: dict[int, OwnerAccountant] = {}
+        """The coordinator's own accountant per owner (from the spends it recorded), for its
+        check before each round; the owners' accountants stay authoritative."""
+        self.on_spent: Callable[[int], None] | None = None
+        """Called after a round's spends are durable, before any owner trains (tests)."""
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.split = _load(config, root)
         self.shards = _partition(config, self.split)
@@ -286,6 +336,7 @@ class Federation:
         self.owners: dict[int, DataOwner] = {}
         for shard, units in zip(self.shards, unit_counts, strict=True):
             self.owners[shard.owner_id] = self._owner(shard, units, initial)
+        client = config.client_privacy
         self.coordinator = Coordinator(
             config=config,
             initial_shared=initial,
@@ -293,8 +344,24 @@ class Federation:
             plan_hash=self.plan_hash,
             roster_hash=self.roster.digest(),
             stream=CsprngStream(self._rng),
+            population=len(self.shards),
+            noise=SecureGaussianNoise(CsprngStream(self._rng, purpose=StreamPurpose.DP_NOISE))
+            if client.enabled
+            else None,
         )
+        self.federation_accountant: OwnerAccountant | None = None
+        """The federation's client-level accountant (only with [client_privacy])."""
+        if client.enabled and client.budget_epsilon is not None:
+            self.federation_accountant = OwnerAccountant(
+                unit=PrivacyUnit.CLIENT,
+                budget=Budget(epsilon=client.budget_epsilon, delta=client.delta),
+            )
         self.metric_params = _metric_params(config, max(len(s.users) for s in self.shards))
+        if p.enabled:
+            budget = Budget(epsilon=_budget_epsilon(config), delta=p.delta)
+            self.server_view = {
+                oid: OwnerAccountant(unit=p.unit, budget=budget) for oid in self.owners
+            }
 
     def _units(self, shard: ClientShard) -> int:
         if self.config.privacy.unit.value == "record":
@@ -305,10 +372,7 @@ class Federation:
         p, t = self.config.privacy, self.config.training
         key = self.identities[shard.owner_id]
         if p.enabled:
-            budget_eps = p.budget_epsilon if p.budget_epsilon is not None else p.target_epsilon
-            if budget_eps is None:
-                raise ConfigError("privacy.budget_epsilon is required")
-            budget: Budget | None = Budget(epsilon=budget_eps, delta=p.delta)
+            budget: Budget | None = Budget(epsilon=_budget_epsilon(self.config), delta=p.delta)
             min_sigma = self.noise_multiplier
         else:
             budget, min_sigma = None, 0.0
@@ -340,6 +404,34 @@ class Federation:
             stream=CsprngStream(self._rng),
             eval_stream=CsprngStream(self._rng, purpose=StreamPurpose.EVALUATION_SAMPLING),
             device=self.device,
+            identity=key,
+        )
+
+    # -- the ledger -----------------------------------------------------------------------
+
+    def bind_ledger(self, recorder: RoundRecorder) -> None:
+        """Record every round in ``recorder``'s ledger.
+
+        Owners then train a DP round only after countersigning its durable SPEND entry.
+        """
+        self.recorder = recorder
+        for owner in self.owners.values():
+            owner.bind_ledger()
+
+    def genesis_body(self) -> dict[str, CanonicalValue]:
+        """The FEDERATION_CREATED fields: resolved configuration, roster hash, versions."""
+        return federation_created_body(
+            federation_id=self.config.federation.federation_id,
+            securefed_version=__version__,
+            roster_hash=self.roster.digest(),
+            protocol_versions={
+                "secagg": str(PROTOCOL_VERSION),
+                "ledger": "securefed/ledger/v1",
+                "plan": "securefed/plan/v1",
+                "training": _TRAINING_PROCEDURE.decode(),
+                "accounting_online": ONLINE_DEFAULT.value,
+            },
+            config=_canonical_config(self.config, self._root),
         )
 
     # -- one round ------------------------------------------------------------------------
@@ -347,43 +439,101 @@ class Federation:
     def train_round(
         self, round_id: int, *, on_client: Callable[[int, int], None] | None = None
     ) -> tuple[RoundReport | None, dict[str, int], float, int]:
-        """Cohort, plan, local training, protected aggregation, strategy step.
+        """Cohort, plan, acceptance, durable spends, local training, protected aggregation.
+
+        With a ledger bound, the round is recorded in the order the "budget first"
+        invariant needs: ROUND_PLANNED and MECHANISM, then each accepting owner's
+        SPEND (durable) and its countersignature, and only then training, masking
+        and aggregation; DROPOUTS and AGGREGATE_RELEASED follow. An owner whose
+        budget would be overspent refuses the round (recorded once as
+        BUDGET_EXHAUSTED) and never trains.
 
         Returns (secure-aggregation report, refusals by reason, update norm, cohort size).
         """
         c = self.coordinator
+        recorder = self.recorder
+        p = self.config.privacy
         cohort = c.select_cohort(list(self.owners))
-        plan = c.plan(round_id, unit=self.config.privacy.unit,
-                      noise_multiplier=self.noise_multiplier)  # fmt: skip
+        plan = c.plan(round_id, unit=p.unit, noise_multiplier=self.noise_multiplier)
         context = c.context(plan)
         sent = c.weights.copy()
-        inputs = {}
         refused = {"policy": 0, "budget": 0}
-        clipped = 0
         client_seconds: dict[int, float] = {}
-        for done, oid in enumerate(cohort):
-            if on_client is not None:
-                on_client(done, len(cohort))
+        accepted: dict[int, AcceptedRound] = {}
+        affordable = self.affordable(plan)
+        for oid in cohort:
             owner = self.owners[oid]
+            if oid not in affordable:  # the server's own check: the owner is not asked
+                refused["budget"] += 1
+                self._owner_exhausted(owner, round_id)
+                continue
             start = time.process_time()
             try:
-                accepted = owner.accept(plan)
+                accepted[oid] = owner.accept(plan)
             except PolicyViolation:
                 refused["policy"] += 1
-                continue
             except PrivacyBudgetExceeded:
                 refused["budget"] += 1
-                continue
-            update, _ = owner.train_round(accepted, sent, optimizer=self.config.training.optimizer)
+                self._owner_exhausted(owner, round_id)
+            client_seconds[oid] = time.process_time() - start
+        event = next((a.event for a in accepted.values() if a.event is not None), None)
+        for oid, acc in accepted.items():
+            if acc.event is not None and oid in self.server_view:
+                self.server_view[oid].compose_recorded(acc.event)
+        client_event = self.client_event() if accepted else None
+        if recorder is not None:
+            recorder.planned(
+                plan,
+                cohort=cohort,
+                cohort_rate=self.config.federation.cohort_rate,
+                accepted=accepted,
+                event=event,
+                client_level=client_event is not None,
+            )
+        if client_event is not None and self.federation_accountant is not None:
+            # The server's own spend: recorded (durably) before anything is released.
+            eps = self.federation_accountant.spend(client_event)
+            if recorder is not None:
+                recorder.federation_spend(
+                    event=client_event,
+                    sensitivity=c.sensitivity,
+                    delta=self.federation_accountant.budget.delta,
+                    epsilon_after=eps,
+                )
+        if recorder is not None:
+            for oid, acc in accepted.items():
+                if acc.event is None:
+                    continue
+                owner = self.owners[oid]
+                entry = recorder.spend(
+                    oid, event=acc.event, delta=p.delta, epsilon_after=acc.epsilon_after
+                )
+                start = time.process_time()
+                receipt = owner.countersign_spend(entry, ledger_id=recorder.ledger_id)
+                client_seconds[oid] += time.process_time() - start
+                recorder.countersignature(receipt)
+        if self.on_spent is not None:
+            self.on_spent(round_id)
+        inputs = {}
+        clipped = 0
+        for done, (oid, acc) in enumerate(accepted.items()):
+            if on_client is not None:
+                on_client(done, len(accepted))
+            owner = self.owners[oid]
+            start = time.process_time()
+            update, _ = owner.train_round(acc, sent, optimizer=self.config.training.optimizer)
             quantized, was_clipped = owner.protect(
                 update, c.params.quantization, clip_norm=self.config.update.clip_norm
             )
             clipped += int(was_clipped)
             inputs[oid] = quantized
-            client_seconds[oid] = time.process_time() - start
+            client_seconds[oid] += time.process_time() - start
         self._last_clipped = clipped / max(1, len(inputs))
+        self._last_client_seconds = client_seconds
         if len(inputs) < c.params.min_clients:
-            self._last_client_seconds = client_seconds
+            if recorder is not None and inputs:
+                recorder.dropouts({"too_few_inputs": list(inputs)})
+            self._send_head()
             return None, refused, 0.0, len(cohort)
         report = run_secagg_round(
             roster=self.roster,
@@ -394,10 +544,94 @@ class Federation:
         for oid, secs in client_seconds.items():
             report.client_seconds[oid] = report.client_seconds.get(oid, 0.0) + secs
         self._last_client_seconds = dict(report.client_seconds)
+        if recorder is not None:
+            if report.result is not None:
+                recorder.dropouts(report.result.dropped)
+            else:
+                recorder.dropouts({"aborted": list(inputs)})
         if report.result is None:
+            self._send_head()
             return report, refused, 0.0, len(cohort)
         outcome = c.apply(round_id, report.result)
+        if recorder is not None:
+            recorder.released(
+                mean=outcome.released,
+                weight=outcome.aggregate.total_weight,
+                new_weights=c.weights,
+                survivors=outcome.aggregate.survivors,
+            )
+        self._send_head()
         return report, refused, outcome.update_norm, len(cohort)
+
+    def client_event(self) -> ClientGaussianEvent | None:
+        """One round of the client-level mechanism (None without [client_privacy])."""
+        client = self.config.client_privacy
+        if not client.enabled or client.noise_multiplier is None:
+            return None
+        return ClientGaussianEvent(
+            cohort_rate=self.config.federation.cohort_rate,
+            noise_multiplier=client.noise_multiplier,
+            rounds=1,
+        )
+
+    def federation_affords(self) -> bool:
+        """The server's dry run of the federation budget for one more round."""
+        event = self.client_event()
+        if event is None or self.federation_accountant is None:
+            return True
+        try:
+            self.federation_accountant.check(event)
+        except PrivacyBudgetExceeded:
+            return False
+        return True
+
+    def federation_epsilon(self) -> float | None:
+        """The federation's client-level epsilon (None without [client_privacy])."""
+        accountant = self.federation_accountant
+        return None if accountant is None else accountant.epsilon()
+
+    def affordable(self, plan: RoundPlan) -> set[int]:
+        """The owners whose budget the plan's event fits (the coordinator's dry run).
+
+        Uses the coordinator's view of each owner's recorded spends and the
+        configured budget; each owner still checks its own accountant and policy.
+        """
+        if plan.noise_multiplier == 0 or not self.server_view:
+            return set(self.owners)
+        event = DpSgdEvent(
+            sampling_rate=plan.sampling_rate,
+            noise_multiplier=plan.noise_multiplier,
+            steps=plan.steps,
+            unit=plan.unit,
+        )
+        fits = set()
+        for oid, accountant in self.server_view.items():
+            try:
+                accountant.check(event)
+            except PrivacyBudgetExceeded:
+                continue
+            fits.add(oid)
+        return fits
+
+    def _owner_exhausted(self, owner: DataOwner, round_id: int) -> None:
+        self.exhausted.add(owner.owner_id)
+        budget = owner.policy.budget
+        if self.recorder is not None and budget is not None:
+            self.recorder.owner_exhausted(
+                owner.owner_id,
+                round_id=round_id,
+                epsilon_spent=owner.epsilon(),
+                epsilon_budget=budget.epsilon,
+                delta=budget.delta,
+            )
+
+    def _send_head(self) -> None:
+        """Every owner receives the ledger head after each round."""
+        if self.recorder is None:
+            return
+        head = self.recorder.head()
+        for owner in self.owners.values():
+            owner.receive_head(head)
 
     def evaluate(self, round_id: int, *, split: str) -> tuple[dict[str, float], RoundReport]:
         """Every owner evaluates the global model; the metric sums are securely aggregated.
@@ -453,18 +687,182 @@ class Federation:
         return [o.epsilon() for o in self.owners.values()]
 
 
+LEDGER_FILE = "ledger.db"
+LEDGER_KEY_FILE = "ledger.pub"
+CHECKPOINT_FILE = "checkpoint.pt"
+OWNER_KEYS_FILE = "owner_keys.json"
+"""The owners' public identity keys (the roster's), pinned by an audit of countersignatures."""
+
+
+def _canonical_config(config: SecurefedConfig, root: Path | None) -> dict[str, CanonicalValue]:
+    """The resolved configuration (every default explicit, the data path absolute)."""
+    value = to_canonical(_resolved_config(config, root).model_dump(mode="json"))
+    if not isinstance(value, dict):  # pragma: no cover - a model dumps to a mapping
+        raise TypeError("configuration must dump to a mapping")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerState:
+    """What a ledger says about a federation in progress (for a restart)."""
+
+    last_planned: int
+    """The last planned round id (0 before any)."""
+    last_released: int
+    """The last round whose aggregate was released (0 before any)."""
+    released_model_hash: bytes | None
+    spends: dict[int, list[tuple[int, DpSgdEvent]]]
+    federation_spends: list[ClientGaussianEvent]
+    exhausted: frozenset[int]
+
+
+def read_ledger_state(ledger: Ledger) -> LedgerState:
+    """Scan a verified ledger: each owner's spends, the last planned and released rounds."""
+    planned = released = 0
+    model_hash: bytes | None = None
+    spends: dict[int, list[tuple[int, DpSgdEvent]]] = {}
+    exhausted: set[int] = set()
+    federation: list[ClientGaussianEvent] = []
+    for entry in ledger.entries():
+        body = entry.fields()
+        if entry.kind is EntryKind.ROUND_PLANNED:
+            planned = max(planned, parse_uint(body["round_id"]))
+        elif entry.kind is EntryKind.SPEND:
+            owner = parse_uint(body["owner_id"])
+            spends.setdefault(owner, []).append((parse_uint(body["round_id"]), dp_sgd_event(body)))
+        elif entry.kind is EntryKind.AGGREGATE_RELEASED:
+            released = parse_uint(body["round_id"])
+            model_hash = bytes.fromhex(str(body["model_hash"]))
+        elif entry.kind is EntryKind.FEDERATION_SPEND:
+            federation.append(client_gaussian_event(body))
+        elif entry.kind is EntryKind.BUDGET_EXHAUSTED and "owner_id" in body:
+            exhausted.add(parse_uint(body["owner_id"]))
+    return LedgerState(
+        last_planned=planned,
+        last_released=released,
+        released_model_hash=model_hash,
+        spends=spends,
+        federation_spends=federation,
+        exhausted=frozenset(exhausted),
+    )
+
+
+def _write_checkpoint(fed: Federation, path: Path, round_id: int) -> None:
+    """Global weights, server strategy moments and each owner's private model, atomically.
+
+    Simulation only (both sides live in one process); a deployment keeps each
+    side's state on its own machine. The ledger's model hash authenticates it.
+    """
+    strategy = fed.coordinator.strategy
+    state: dict[str, Any] = {
+        "round": round_id,
+        "weights": torch.from_numpy(fed.coordinator.weights.copy()),
+        "owners": {oid: o.model.state_dict() for oid, o in fed.owners.items()},
+    }
+    for name in ("_m", "_v"):
+        moment = getattr(strategy, name, None)
+        if moment is not None:
+            state[name] = torch.from_numpy(moment.copy())
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        torch.save(state, out)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
+def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
+    """Restore a restarted federation from its ledger; returns the next round id.
+
+    Every SPEND the ledger holds is composed into its owner's accountant (a round
+    that was planned and spent but never released stays counted: crashes may
+    over-count, never under-count); rounds up to the last planned one are never
+    run again, so nothing is released twice. The global model comes from the
+    checkpoint, whose hash must be the one the last AGGREGATE_RELEASED recorded.
+
+    Raises:
+        IntegrityError: the roster, or the checkpoint, is not the one the ledger records.
+    """
+    genesis = next(iter(ledger.entries())).fields()
+    if genesis["roster_hash"] != fed.roster.digest().hex():
+        raise IntegrityError()
+    state = read_ledger_state(ledger)
+    for oid, events in state.spends.items():
+        fed.owners[oid].restore_spends(events)
+        for _, event in events:
+            if oid in fed.server_view:
+                fed.server_view[oid].compose_recorded(event)
+    fed.exhausted = set(state.exhausted)
+    if fed.federation_accountant is not None:
+        for client_event in state.federation_spends:
+            fed.federation_accountant.compose_recorded(client_event)
+    if state.last_released:
+        saved = torch.load(checkpoint, weights_only=True)
+        weights = saved["weights"].numpy()
+        if saved["round"] != state.last_released or state.released_model_hash is None:
+            raise IntegrityError()
+        if not ct_equal(global_model_hash(weights), state.released_model_hash):
+            raise IntegrityError()
+        fed.coordinator.weights = weights.astype(np.float32)
+        for name in ("_m", "_v"):
+            if name in saved:
+                setattr(fed.coordinator.strategy, name, saved[name].numpy().astype(np.float64))
+        for oid, owner_state in saved["owners"].items():
+            fed.owners[int(oid)].model.load_state_dict(owner_state)
+    recorder = RoundRecorder(ledger)
+    recorder.resume_after(state.last_planned, state.exhausted)
+    fed.bind_ledger(recorder)
+    logger.info(
+        "resumed: last planned round %d, last released %d", state.last_planned, state.last_released
+    )
+    return state.last_planned + 1
+
+
 def run_federation(
     config: SecurefedConfig,
     *,
     root: Path | None = None,
     out_dir: Path | None = None,
     rng: RandomSource | None = None,
+    writer_key: IdentityKey | None = None,
+    resume: bool = False,
     on_round: Callable[[RoundMetrics], None] | None = None,
     on_start: Callable[[Federation], None] | None = None,
     on_client: Callable[[int, int], None] | None = None,
+    on_spent: Callable[[int], None] | None = None,
 ) -> FederationResult:
-    """Run the configured federation; write ``metrics.jsonl`` and ``config.toml`` to ``out_dir``."""
+    """Run the configured federation.
+
+    With ``out_dir``, it writes ``metrics.jsonl``, ``config.toml`` and
+    ``summary.json``, and keeps the signed ledger ``ledger.db`` (its writer's
+    public key in ``ledger.pub``, the owners' in ``owner_keys.json``; sealed when
+    the run ends). Given a ``writer_key``, the run is resumable: a checkpoint
+    (global model, strategy moments and, since both sides live in this one
+    process, each owner's private model) is written after each released round.
+
+    Args:
+        config: the federation's configuration.
+        root: folder a relative ``data.path`` is resolved against.
+        out_dir: where the run's files go (no ledger without it).
+        rng: the randomness every key, stream and model draws from (default: OS).
+        writer_key: the ledger writer's key (default: a fresh one, kept in memory
+            only, and no checkpoint is written: the run can then not be resumed).
+        resume: continue the run in ``out_dir`` after a crash (needs ``writer_key``
+            and the same ``rng`` seed, so the roster is the one the ledger records).
+        on_round: called with each round's metrics.
+        on_start: called with the built federation before the first round.
+        on_client: called with (clients done, clients in the round) during training.
+        on_spent: called with the round id once a round's spends are durable,
+            before any owner trains (for crash tests).
+
+    Raises:
+        ConfigError: ``resume`` without ``out_dir`` or ``writer_key``.
+        IntegrityError: on resume, the roster or checkpoint does not match the ledger.
+    """
+    if resume and (out_dir is None or writer_key is None):
+        raise ConfigError("resume needs out_dir and the ledger's writer key")
     fed = Federation(config, root=root, rng=rng)
+    fed.on_spent = on_spent
     if on_start is not None:
         on_start(fed)
     result = FederationResult(
@@ -474,54 +872,67 @@ def run_federation(
         parameters=int(fed.coordinator.weights.size),
     )
     metrics_file = None
+    ledger: Ledger | None = None
+    first_round = 1
+    stop_reason = f"federation finished: {config.federation.rounds} rounds"
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        # The resolved configuration: every default explicit, the data path absolute.
-        resolved = config.model_copy(
-            update={"data": config.data.model_copy(
-                update={"path": str(resolve_data_path(config, root))}
-            )}
-        )  # fmt: skip
-        (out_dir / "config.toml").write_text(write_toml(resolved.model_dump(mode="json")))
-        metrics_file = (out_dir / "metrics.jsonl").open("w", encoding="utf-8")
+        ledger_path = out_dir / LEDGER_FILE
+        if resume:
+            assert writer_key is not None  # noqa: S101 - checked above
+            pinned = bytes.fromhex((out_dir / LEDGER_KEY_FILE).read_text().strip())
+            ledger = Ledger.open(ledger_path, writer_key, pinned_key=pinned)
+            first_round = _resume(fed, ledger, out_dir / CHECKPOINT_FILE)
+        else:
+            key = writer_key or IdentityKey.generate(fed._rng)
+            ledger = Ledger.create(ledger_path, key, federation=fed.genesis_body(), rng=fed._rng)
+            (out_dir / LEDGER_KEY_FILE).write_text(key.public_key.hex() + "\n")
+            (out_dir / OWNER_KEYS_FILE).write_text(
+                json.dumps({str(i): k.public_key.hex() for i, k in sorted(fed.identities.items())})
+            )
+            fed.bind_ledger(RoundRecorder(ledger))
+            (out_dir / "config.toml").write_text(
+                write_toml(_resolved_config(config, root).model_dump(mode="json"))
+            )
+        metrics_file = (out_dir / "metrics.jsonl").open("a" if resume else "w", encoding="utf-8")
     try:
-        for r in range(1, config.federation.rounds + 1):
+        for r in range(first_round, config.federation.rounds + 1):
+            plan = fed.coordinator.plan(
+                r, unit=config.privacy.unit, noise_multiplier=fed.noise_multiplier
+            )
+            if not fed.federation_affords():
+                accountant = fed.federation_accountant
+                if fed.recorder is not None and accountant is not None:
+                    fed.recorder.federation_exhausted(
+                        r,
+                        epsilon_spent=accountant.epsilon(),
+                        epsilon_budget=accountant.budget.epsilon,
+                        delta=accountant.budget.delta,
+                    )
+                stop_reason = (
+                    f"the federation's client-level budget is exhausted: stopped before round "
+                    f"{r} of {config.federation.rounds}"
+                )
+                logger.info(stop_reason)
+                break
+            if not fed.affordable(plan):
+                for owner in fed.owners.values():
+                    fed._owner_exhausted(owner, r)
+                stop_reason = (
+                    f"every data owner's budget is exhausted: stopped before round {r} "
+                    f"of {config.federation.rounds}"
+                )
+                logger.info(stop_reason)
+                break
             wall = time.perf_counter()
             report, refused, norm, cohort = fed.train_round(r, on_client=on_client)
+            released = report is not None and report.result is not None
+            if out_dir is not None and writer_key is not None and released:
+                _write_checkpoint(fed, out_dir / CHECKPOINT_FILE, r)
             metrics = None
             if r % config.evaluation.every == 0 or r == config.federation.rounds:
                 metrics, _ = fed.evaluate(r, split=config.evaluation.split)
-            eps = [e for e in fed.epsilons()]
-            survivors = len(report.result.survivors) if report and report.result else 0
-            dropped = (
-                {k: len(v) for k, v in report.result.dropped.items()}
-                if report and report.result
-                else {}
-            )
-            senders = list(report.bytes_up) if report else []
-            secs = list(fed._last_client_seconds.values()) or [0.0]
-            row = RoundMetrics(
-                round=r,
-                cohort=cohort,
-                survivors=survivors,
-                dropouts=dropped,
-                refused=refused,
-                metrics=metrics,
-                epsilon_max=max(eps),
-                epsilon_median=float(statistics.median(eps)),
-                bytes_up_per_client=float(np.mean([report.bytes_up[i] for i in senders]))
-                if report and senders
-                else 0.0,
-                bytes_down_per_client=float(np.mean([report.bytes_down[i] for i in senders]))
-                if report and senders
-                else 0.0,
-                client_seconds_mean=float(np.mean(secs)),
-                client_seconds_max=float(np.max(secs)),
-                server_seconds=report.server_seconds if report else 0.0,
-                update_norm=norm,
-                l2_clipped_fraction=fed._last_clipped,
-                wall_seconds=time.perf_counter() - wall,
-            )
+            row = _round_metrics(fed, r, report, refused, norm, cohort, metrics, wall)
             result.rounds.append(row)
             if metrics_file is not None:
                 metrics_file.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
@@ -529,9 +940,14 @@ def run_federation(
             if on_round is not None:
                 on_round(row)
         result.final_test, _ = fed.evaluate(config.federation.rounds + 1, split="test")
+        if ledger is not None:
+            ledger.seal(reason=stop_reason)
     finally:
         if metrics_file is not None:
             metrics_file.close()
+        if ledger is not None:
+            ledger.close()
+    result.stop_reason = stop_reason
     if out_dir is not None and result.final_test is not None:
         (out_dir / "summary.json").write_text(
             json.dumps(
@@ -543,12 +959,63 @@ def run_federation(
                     else "inf",
                     "owners": result.owners,
                     "parameters": result.parameters,
+                    "rounds_run": len(result.rounds),
+                    "stop_reason": stop_reason,
                 },
                 indent=2,
                 sort_keys=True,
             )
         )
     return result
+
+
+def _resolved_config(config: SecurefedConfig, root: Path | None) -> SecurefedConfig:
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"path": str(resolve_data_path(config, root))})
+        }
+    )
+
+
+def _round_metrics(
+    fed: Federation,
+    r: int,
+    report: RoundReport | None,
+    refused: dict[str, int],
+    norm: float,
+    cohort: int,
+    metrics: dict[str, float] | None,
+    wall: float,
+) -> RoundMetrics:
+    eps = fed.epsilons()
+    result = report.result if report is not None else None
+    survivors = len(result.survivors) if result is not None else 0
+    dropped = {k: len(v) for k, v in result.dropped.items()} if result is not None else {}
+    senders = list(report.bytes_up) if report is not None else []
+    secs = list(fed._last_client_seconds.values()) or [0.0]
+    return RoundMetrics(
+        round=r,
+        cohort=cohort,
+        survivors=survivors,
+        dropouts=dropped,
+        refused=refused,
+        metrics=metrics,
+        epsilon_max=max(eps),
+        epsilon_median=float(statistics.median(eps)),
+        epsilon_federation=fed.federation_epsilon(),
+        bytes_up_per_client=float(np.mean([report.bytes_up[i] for i in senders]))
+        if report is not None and senders
+        else 0.0,
+        bytes_down_per_client=float(np.mean([report.bytes_down[i] for i in senders]))
+        if report is not None and senders
+        else 0.0,
+        client_seconds_mean=float(np.mean(secs)),
+        client_seconds_max=float(np.max(secs)),
+        server_seconds=report.server_seconds if report is not None else 0.0,
+        update_norm=norm,
+        l2_clipped_fraction=fed._last_clipped,
+        wall_seconds=time.perf_counter() - wall,
+    )
 
 
 def _toml_value(value: Any) -> str:

@@ -18,13 +18,16 @@ import torch
 from securefed.client.policy import OwnerPolicy, SignedPolicy, accept_plan
 from securefed.client.trainer import DpTrainer, LocalInteractions, StepStats
 from securefed.config import OptimizerKind
-from securefed.errors import PolicyViolation
+from securefed.errors import PolicyViolation, ProtocolError
 from securefed.evaluation import (
     MetricSums,
     ranks_full,
     ranks_sampled,
     sample_negatives,
 )
+from securefed.ledger import Countersignature, Entry, EntryKind
+from securefed.ledger.bodies import spend_body
+from securefed.ledger.canonical import encode
 from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
 from securefed.plan import RoundPlan
 from securefed.privacy.accountant import OwnerAccountant
@@ -32,6 +35,7 @@ from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
 from securefed.secagg.quantize import QuantizationSpec
+from securefed.secagg.roster import IdentityKey
 
 __all__ = ["AcceptedRound", "DataOwner", "clip_l2"]
 
@@ -76,6 +80,10 @@ class DataOwner:
         stream: the owner's CSPRNG for training (sampling, negatives, noise, rounding).
         eval_stream: a separate CSPRNG for evaluation negatives, so that how often
             one evaluates never changes the training run (default: a fresh one).
+        identity: the owner's identity key, with which it countersigns its spend
+            entries (:meth:`countersign_spend`). Once :meth:`bind_ledger` is called,
+            the owner trains, and so releases a masked input, for a DP round only
+            after it has countersigned the ledger's durable SPEND entry for it.
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class DataOwner:
         stream: CsprngStream,
         eval_stream: CsprngStream | None = None,
         device: torch.device | None = None,
+        identity: IdentityKey | None = None,
     ) -> None:
         self.policy: OwnerPolicy = signed_policy.verified(owner_public_key)
         self.owner_id = self.policy.owner_id
@@ -111,6 +120,13 @@ class DataOwner:
             device=device,
         )
         self.accepted: list[AcceptedRound] = []
+        self._identity = identity
+        self.receipts: list[Countersignature] = []
+        """Countersignatures of this owner's spend entries (its evidence for an audit)."""
+        self.head: tuple[int, bytes] | None = None
+        """The latest ledger head the coordinator sent (sequence number, entry hash)."""
+        self._receipt_for: AcceptedRound | None = None
+        self._ledger_bound = False
         self._last_round: int | None = None
         self._pending: AcceptedRound | None = None
         order = np.lexsort((train.items, train.users))
@@ -174,6 +190,84 @@ class DataOwner:
         self._pending = accepted
         return accepted
 
+    def countersign_spend(self, entry: Entry, *, ledger_id: bytes) -> Countersignature:
+        """Check the ledger's SPEND entry for the pending round, countersign it, keep the receipt.
+
+        The entry must record exactly this owner's spend (the event it accepted,
+        its delta and epsilon) byte for byte; the returned countersignature goes
+        back to the coordinator for the ledger and stays with the owner as a receipt.
+
+        Raises:
+            ProtocolError: no DP round is pending, the owner holds no identity
+                key, or the entry is not this owner's spend for that round.
+        """
+        pending = self._pending
+        if self._identity is None:
+            raise ProtocolError("this owner is not bound to a ledger (no identity key)")
+        if pending is None or pending.event is None or self.accountant is None:
+            raise ProtocolError("no DP round is pending: nothing to countersign")
+        expected = spend_body(
+            owner_id=self.owner_id,
+            round_id=pending.plan.round_id,
+            event=pending.event,
+            delta=self.accountant.budget.delta,
+            epsilon_after=pending.epsilon_after,
+        )
+        if entry.kind is not EntryKind.SPEND or entry.body != encode(expected):
+            raise ProtocolError(
+                f"owner {self.owner_id}: the ledger entry does not record its spend "
+                f"for round {pending.plan.round_id}"
+            )
+        receipt = Countersignature.sign(
+            ledger_id=ledger_id,
+            entry_seq=entry.seq,
+            entry_hash=entry.entry_hash,
+            owner_id=self.owner_id,
+            owner_key=self._identity,
+        )
+        self.receipts.append(receipt)
+        self._receipt_for = pending
+        return receipt
+
+    def bind_ledger(self) -> None:
+        """From now on, require a countersigned, durable SPEND before each DP round's training.
+
+        Raises:
+            ProtocolError: the owner holds no identity key to countersign with.
+        """
+        if self._identity is None:
+            raise ProtocolError("binding to a ledger needs the owner's identity key")
+        self._ledger_bound = True
+
+    def receive_head(self, head: tuple[int, bytes]) -> None:
+        """Keep the ledger head the coordinator sent (a later one replaces an earlier one).
+
+        Raises:
+            ProtocolError: the head goes backwards (a cut or rewritten ledger).
+        """
+        seq, digest = head
+        if self.head is not None and seq < self.head[0]:
+            raise ProtocolError(f"owner {self.owner_id}: the ledger head went back to {seq}")
+        if len(digest) != 32:
+            raise ValueError("a head hash is 32 bytes")
+        self.head = (seq, digest)
+
+    def restore_spends(self, events: list[tuple[int, DpSgdEvent]]) -> None:
+        """After a restart: compose the spends the ledger records, in order (all counted).
+
+        ``events`` are (round id, event) pairs of this owner's SPEND entries.
+        Rounds up to the last one are then refused as replays.
+
+        Raises:
+            ValueError: the owner already holds spends, or has no accountant.
+        """
+        if self.accepted or self.accountant is None:
+            raise ValueError("restore_spends needs a fresh owner with a budget")
+        for _, event in events:
+            self.accountant.compose_recorded(event)
+        if events:
+            self._last_round = max(r for r, _ in events)
+
     def train_round(
         self,
         accepted: AcceptedRound,
@@ -188,6 +282,11 @@ class DataOwner:
         """
         if accepted is not self._pending:
             raise PolicyViolation("training needs the token of the last accepted plan, once")
+        if self._ledger_bound and accepted.event is not None and self._receipt_for is not accepted:
+            raise ProtocolError(
+                "the spend of this round is not durable in the ledger yet (no countersigned "
+                "SPEND entry): the owner does not train or release an update"
+            )
         self._pending = None
         if accepted.event is None and self.policy.min_noise_multiplier > 0:
             raise PolicyViolation("the owner's policy requires DP: no non-private round")

@@ -26,7 +26,7 @@ from securefed.ledger.canonical import (
     uint_text,
 )
 from securefed.ledger.entry import EntryKind
-from securefed.privacy.events import DpSgdEvent, PrivacyUnit
+from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent, PrivacyUnit
 
 __all__ = [
     "SCHEMAS",
@@ -37,9 +37,11 @@ __all__ = [
     "ProtectionMode",
     "aggregate_released_body",
     "budget_exhausted_body",
+    "client_gaussian_event",
     "dp_sgd_event",
     "dropouts_body",
     "federation_created_body",
+    "federation_spend_body",
     "mechanism_body",
     "round_planned_body",
     "spend_body",
@@ -71,6 +73,9 @@ class Mechanism(Enum):
 
     DP_SGD = "dp_sgd"
     """Poisson-sampled Gaussian, self-composed ``steps`` times (:class:`DpSgdEvent`)."""
+    CLIENT_GAUSSIAN = "client_gaussian"
+    """Client-level Gaussian noise added by the server to the unmasked sum of clipped
+    updates, under Poisson cohort sampling (:class:`ClientGaussianEvent`); trusts the server."""
 
 
 class FieldType(Enum):
@@ -171,6 +176,17 @@ SCHEMAS: Mapping[EntryKind, Mapping[str, Field]] = {
         "signature": Field(FieldType.HEX64),
     },
     EntryKind.SEAL: {"reason": Field(FieldType.TEXT, required=False)},
+    EntryKind.FEDERATION_SPEND: {
+        "round_id": _UINT,
+        "mechanism": _choice(Mechanism),
+        "unit": _choice(PrivacyUnit),
+        "sampling_rate": _DECIMAL,
+        "noise_multiplier": _DECIMAL,
+        "steps": _UINT,
+        "sensitivity": _DECIMAL,
+        "delta": _DECIMAL,
+        "epsilon_after": _DECIMAL,
+    },
 }
 
 
@@ -227,6 +243,11 @@ def validate_body(kind: EntryKind, body: Body) -> None:
     if kind in (EntryKind.MECHANISM, EntryKind.SPEND):
         try:
             dp_sgd_event(body)
+        except ValueError as exc:
+            raise DataError(f"{kind.wire_name}: {exc}") from None
+    if kind is EntryKind.FEDERATION_SPEND:
+        try:
+            client_gaussian_event(body)
         except ValueError as exc:
             raise DataError(f"{kind.wire_name}: {exc}") from None
 
@@ -336,6 +357,35 @@ def spend_body(
     }
 
 
+def federation_spend_body(
+    *,
+    round_id: int,
+    event: ClientGaussianEvent,
+    sensitivity: float,
+    delta: float,
+    epsilon_after: float,
+) -> dict[str, CanonicalValue]:
+    """The federation's client-level spend for one round (durable before the release).
+
+    ``sensitivity`` is the L2 bound on one client's contribution to the sum the
+    noise is added to (clip norm plus the quantisation slack); the noise's
+    standard deviation is ``noise_multiplier * sensitivity``.
+    """
+    if not isinstance(event, ClientGaussianEvent):
+        raise TypeError("event must be a ClientGaussianEvent")
+    return {
+        "round_id": uint_text(round_id),
+        "mechanism": Mechanism.CLIENT_GAUSSIAN.value,
+        "unit": PrivacyUnit.CLIENT.value,
+        "sampling_rate": decimal_text(event.cohort_rate),
+        "noise_multiplier": decimal_text(event.noise_multiplier),
+        "steps": uint_text(event.rounds),
+        "sensitivity": decimal_text(sensitivity),
+        "delta": decimal_text(delta),
+        "epsilon_after": decimal_text(epsilon_after),
+    }
+
+
 def dropouts_body(
     *, round_id: int, stage: str, dropped: Iterable[int]
 ) -> dict[str, CanonicalValue]:
@@ -396,9 +446,31 @@ def dp_sgd_event(body: Body) -> DpSgdEvent:
     unit = body.get("unit")
     if not isinstance(unit, str) or unit not in {u.value for u in PrivacyUnit}:
         raise DataError("unknown privacy unit")
+    if unit == PrivacyUnit.CLIENT.value:
+        raise DataError("dp_sgd runs at record or person level, not client level")
     return DpSgdEvent(
         sampling_rate=parse_decimal(body.get("sampling_rate")),
         noise_multiplier=parse_decimal(body.get("noise_multiplier")),
         steps=parse_uint(body.get("steps")),
         unit=PrivacyUnit(unit),
+    )
+
+
+def client_gaussian_event(body: Body) -> ClientGaussianEvent:
+    """The :class:`ClientGaussianEvent` a FEDERATION_SPEND body records (for re-accounting).
+
+    Raises:
+        DataError: a field is malformed, or the mechanism or unit is not client-level.
+        ValueError: the values do not form a valid event.
+    """
+    if body.get("mechanism") != Mechanism.CLIENT_GAUSSIAN.value:
+        raise DataError("not a client_gaussian mechanism")
+    if body.get("unit") != PrivacyUnit.CLIENT.value:
+        raise DataError("a client-level mechanism must record unit client")
+    if parse_decimal(body.get("sensitivity")) <= 0:
+        raise ValueError("sensitivity must be positive")
+    return ClientGaussianEvent(
+        cohort_rate=parse_decimal(body.get("sampling_rate")),
+        noise_multiplier=parse_decimal(body.get("noise_multiplier")),
+        rounds=parse_uint(body.get("steps")),
     )

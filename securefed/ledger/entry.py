@@ -75,6 +75,7 @@ class EntryKind(Enum):
     KEY_ROTATION = 8
     COUNTERSIGNATURE = 9
     SEAL = 10
+    FEDERATION_SPEND = 11
 
     @property
     def wire_name(self) -> str:

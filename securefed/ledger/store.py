@@ -51,6 +51,7 @@ EVENT_KINDS = frozenset(
         EntryKind.DROPOUTS,
         EntryKind.AGGREGATE_RELEASED,
         EntryKind.BUDGET_EXHAUSTED,
+        EntryKind.FEDERATION_SPEND,
     }
 )
 """Kinds :meth:`Ledger.append` takes; the others have their own methods."""

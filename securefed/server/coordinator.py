@@ -9,17 +9,19 @@ contract keep it so).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from securefed.config import SecurefedConfig
 from securefed.errors import ConfigError
 from securefed.plan import RoundPlan
 from securefed.privacy.events import PrivacyUnit
-from securefed.privacy.noise import CsprngStream
+from securefed.privacy.noise import CsprngStream, SecureGaussianNoise
 from securefed.secagg.context import RoundContext, SecAggParams, model_digest
 from securefed.secagg.server import AggregateResult
 from securefed.server.aggregation import SecureAggregate, aggregate_mean
@@ -41,6 +43,9 @@ class RoundOutcome:
 
     round_id: int
     aggregate: SecureAggregate = field(repr=False)
+    released: npt.NDArray[np.float64] = field(repr=False)
+    """The update the strategy applied: the survivors' mean, or with client-level DP the
+    noisy sum divided by the expected cohort size."""
     update_norm: float
 
 
@@ -54,6 +59,9 @@ class Coordinator:
         plan_hash: digest of the training procedure the owners allow.
         roster_hash: digest of the signed roster.
         stream: the server's CSPRNG (cohort sampling).
+        population: how many data owners the roster holds (client-level DP divides
+            the noisy sum by the expected cohort size ``cohort_rate * population``).
+        noise: the server's CSPRNG Gaussian noise (client-level DP only).
     """
 
     def __init__(
@@ -65,6 +73,8 @@ class Coordinator:
         plan_hash: bytes,
         roster_hash: bytes,
         stream: CsprngStream,
+        population: int | None = None,
+        noise: SecureGaussianNoise | None = None,
     ) -> None:
         if initial_shared.ndim != 1 or initial_shared.dtype != np.float32:
             raise ValueError("global weights must be a flat float32 vector")
@@ -76,6 +86,27 @@ class Coordinator:
         self.strategy: Strategy = build_strategy(config.strategy)
         self._stream = stream
         self._params: SecAggParams = config.secagg.to_params(int(initial_shared.size))
+        self._population = population
+        self._noise = noise
+        if config.client_privacy.enabled and (population is None or noise is None):
+            raise ConfigError("client-level DP needs the population size and a noise source")
+
+    @property
+    def sensitivity(self) -> float:
+        """One client's L2 bound on its contribution to the aggregated sum.
+
+        The update clip plus stochastic rounding: each of the d coordinates moves
+        by less than one quantisation step, so ||Q(x)|| < clip + step * sqrt(d).
+        """
+        step = self._params.quantization.step
+        return self.config.update.clip_norm + step * math.sqrt(self.weights.size)
+
+    @property
+    def expected_cohort(self) -> float:
+        """``cohort_rate * population``: the fixed denominator of client-level DP."""
+        if self._population is None:
+            raise ConfigError("the population size is unknown")
+        return self.config.federation.cohort_rate * self._population
 
     @property
     def params(self) -> SecAggParams:
@@ -129,9 +160,20 @@ class Coordinator:
     def apply(self, round_id: int, result: AggregateResult) -> RoundOutcome:
         """Dequantise the released sum into the mean update and step the strategy."""
         aggregate = aggregate_mean(result, self._params.quantization)
+        released = aggregate.mean
+        client = self.config.client_privacy
+        if client.enabled:
+            if self._noise is None or client.noise_multiplier is None:  # checked at init
+                raise ConfigError("client-level DP is not configured")
+            total = aggregate.mean * aggregate.total_weight
+            std = client.noise_multiplier * self.sensitivity
+            noise = self._noise.sample(total.size, std, dtype=torch.float64).numpy()
+            released = (total + noise) / self.expected_cohort
         before = self.weights
-        self.weights = self.strategy.step(before, aggregate.mean)
-        norm = float(np.linalg.norm(aggregate.mean))
-        logger.info("round %d: %d survivors, |mean update| %.4g", round_id,
+        self.weights = self.strategy.step(before, released)
+        norm = float(np.linalg.norm(released))
+        logger.info("round %d: %d survivors, |released update| %.4g", round_id,
                     len(aggregate.survivors), norm)  # fmt: skip
-        return RoundOutcome(round_id=round_id, aggregate=aggregate, update_norm=norm)
+        return RoundOutcome(
+            round_id=round_id, aggregate=aggregate, released=released, update_norm=norm
+        )
