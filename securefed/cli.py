@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
 
 from securefed import __version__
-from securefed.errors import SecurefedError
+from securefed.errors import ConfigError, SecurefedError
+
+if TYPE_CHECKING:
+    from securefed.audit import AuditResult, EpsilonCheck
 
 __all__ = ["main"]
 
 
 def _simulate(config_path: str, out: str) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
@@ -99,11 +105,197 @@ def _simulate(config_path: str, out: str) -> int:
         f"{sum(r.server_seconds for r in result.rounds) / len(result.rounds):.3f}",
     )
     console.print(table)
+    if result.stop_reason:
+        console.print(f"Stopped: {result.stop_reason}.")
+    from securefed.audit import audit_ledger
+    from securefed.report import write_report
+
+    run_dir = Path(out)
+    audit = audit_ledger(
+        run_dir / "ledger.db",
+        _read_key(str(run_dir / "ledger.pub")),
+        owner_keys=_read_owner_keys(str(run_dir / "owner_keys.json")),
+        require_seal=True,
+    )
+    print_audit(audit, console)
+    report = write_report(run_dir, audit)
     console.print(
         "Held-out metrics are released without noise: they are outside the DP guarantee. "
-        f"Written: {out}/metrics.jsonl, {out}/config.toml, {out}/summary.json"
+        f"Written: {out}/metrics.jsonl, {out}/config.toml, {out}/summary.json, "
+        f"{out}/ledger.db (key {out}/ledger.pub), {report}"
     )
-    return 0
+    return 0 if audit.ok else 1
+
+
+def _read_key(text: str) -> bytes:
+    """A 32-byte public key given as hex or as a file holding the hex."""
+    candidate = Path(text)
+    raw = candidate.read_text().strip() if candidate.is_file() else text.strip()
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise ConfigError("--pubkey: expected 64 hex digits or a file holding them") from None
+    if len(key) != 32:
+        raise ConfigError("--pubkey: an Ed25519 public key is 32 bytes (64 hex digits)")
+    return key
+
+
+def _read_owner_keys(path: str | None) -> dict[int, bytes] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+        keys = {int(k): bytes.fromhex(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(
+            f"--owner-keys {path}: expected a JSON object id -> hex key ({exc})"
+        ) from None
+    if any(len(k) != 32 for k in keys.values()):
+        raise ConfigError(f"--owner-keys {path}: every key must be 32 bytes")
+    return keys
+
+
+def _read_head(text: str | None) -> tuple[int, bytes] | None:
+    if text is None:
+        return None
+    seq, _, digest = text.partition(":")
+    try:
+        head = (int(seq), bytes.fromhex(digest))
+    except ValueError:
+        raise ConfigError("--later-head: expected SEQ:HASH (decimal:64 hex digits)") from None
+    if head[0] < 0 or len(head[1]) != 32:
+        raise ConfigError("--later-head: expected SEQ:HASH (decimal:64 hex digits)")
+    return head
+
+
+_MAX_AUDIT_ROWS = 25
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """``[1, 2, 3, 7]`` as ``"1-3, 7"``."""
+    parts: list[str] = []
+    ordered = sorted(ids)
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def print_audit(audit: AuditResult, console: Console) -> None:
+    """The audit's summary: the verdict, then recorded vs independent epsilon per owner."""
+    from rich.table import Table
+
+    v = audit.verification
+    if v.ok:
+        console.print(
+            f"[bold green]ledger verified[/]: {v.records} entries, "
+            f"{v.countersignatures} countersignatures, "
+            f"{'sealed' if v.sealed else 'NOT sealed'}"
+        )
+    else:
+        console.print(f"[bold red]ledger FAILED at entry {v.first_bad}[/]: {v.reason}")
+    for warning in v.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+    table = Table(
+        title=f"epsilon: recorded (online {audit.online_backend}) vs independent "
+        f"({audit.audit_backend}); {audit.distinct_histories} distinct history prefixes accounted"
+    )
+    for column in ("scope", "unit", "delta", "spends", "recorded", "independent", "tolerance",
+                   "budget", "verdict"):  # fmt: skip
+        table.add_column(
+            column,
+            justify="right" if column not in ("scope", "verdict") else "left",
+            no_wrap=True,
+        )
+    # Owners with identical figures share one row ("owners 1-10").
+    groups: dict[tuple[object, ...], list[EpsilonCheck]] = {}
+    for c in [*audit.owners, *([audit.federation] if audit.federation else [])]:
+        key = (c.scope, c.unit, c.delta, len(c.series), c.recorded, c.independent, c.budget)
+        groups.setdefault(key, []).append(c)
+    rows = sorted(groups.values(), key=lambda g: -g[0].independent)
+    for group in rows[:_MAX_AUDIT_ROWS]:
+        c = group[0]
+        verdict = "UNDER-REPORTED" if any(x.under_reported for x in group) else "ok"
+        if c.over_budget:
+            verdict += ", OVER BUDGET"
+        if c.scope == "federation":
+            scope = "federation"
+        elif len(group) == 1:
+            scope = f"owner {c.owner_id}"
+        else:
+            scope = f"{len(group)} owners: {_id_ranges([x.owner_id or 0 for x in group])}"
+        table.add_row(
+            scope,
+            c.unit.value,
+            f"{c.delta:g}",
+            str(len(c.series)),
+            f"{c.recorded:.4f}",
+            f"{c.independent:.4f}",
+            f"{c.tolerance:.4f}",
+            "-" if c.budget is None else f"{c.budget:g}",
+            verdict,
+        )
+    if len(rows) > _MAX_AUDIT_ROWS:
+        table.caption = f"{len(rows) - _MAX_AUDIT_ROWS} more groups not shown (highest first)"
+    console.print(table)
+    if audit.federation is None and audit.owners:
+        worst = max(c.recorded for c in audit.owners)
+        console.print(
+            "No client-level noise: the federation's guarantee is the maximum "
+            f"{audit.owners[0].unit.value}-level epsilon over owners, {worst:.4f}."
+        )
+    for stop in audit.budget_stops:
+        who = f"owner {stop['owner_id']}" if "owner_id" in stop else "the federation"
+        console.print(
+            f"budget stop: {who} before round {stop['round_id']} "
+            f"(spent {stop['epsilon_spent']}, budget {stop['epsilon_budget']})"
+        )
+    bad = audit.under_reported
+    if bad:
+        names = ", ".join(
+            f"owner {c.owner_id}" if c.scope == "owner" else "federation" for c in bad[:10]
+        )
+        console.print(f"[bold red]under-reported epsilon[/]: {names}")
+    console.print("[bold green]AUDIT PASSED[/]" if audit.ok else "[bold red]AUDIT FAILED[/]")
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from securefed.audit import audit_ledger
+    from securefed.privacy.accounting import Backend
+
+    console = Console()
+    audit = audit_ledger(
+        args.ledger,
+        _read_key(args.pubkey),
+        later_head=_read_head(args.later_head),
+        owner_keys=_read_owner_keys(args.owner_keys),
+        require_seal=args.require_seal,
+        backend=Backend(args.backend) if args.backend else None,
+    )
+    print_audit(audit, console)
+    return 0 if audit.ok else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from securefed.audit import audit_ledger
+    from securefed.report import write_report
+
+    run_dir = Path(args.run_dir)
+    audit = audit_ledger(
+        run_dir / "ledger.db",
+        _read_key(args.pubkey or str(run_dir / "ledger.pub")),
+        owner_keys=_read_owner_keys(str(run_dir / "owner_keys.json"))
+        if (run_dir / "owner_keys.json").is_file()
+        else None,
+    )
+    out = write_report(run_dir, audit, out=Path(args.out) if args.out else None)
+    Console().print(f"report: {out} ({'audit passed' if audit.ok else 'AUDIT FAILED'})")
+    return 0 if audit.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +311,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     simulate.add_argument("config", help="TOML configuration")
     simulate.add_argument("--out", required=True, help="output directory")
+    audit = sub.add_parser("audit", help="independent audit of a privacy ledger")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check every signature, hash link and countersignature; re-account every "
+        "owner's epsilon with a second backend; exit 1 on tampering or under-reporting",
+    )
+    verify.add_argument("ledger", help="ledger.db (SQLite) or its JSON Lines export")
+    verify.add_argument(
+        "--pubkey", required=True, help="the writer's initial public key: hex or file"
+    )
+    verify.add_argument("--later-head", help="a head held from the federation: SEQ:HASH")
+    verify.add_argument("--owner-keys", help="JSON object owner id -> pinned public key (hex)")
+    verify.add_argument("--require-seal", action="store_true", help="fail unless sealed")
+    verify.add_argument(
+        "--backend",
+        choices=["pld", "prv", "rdp"],
+        help="audit backend (default: one other than the online backend)",
+    )
+    report = sub.add_parser("report", help="write RUN_DIR/report.html (audit included)")
+    report.add_argument("run_dir", help="a directory written by `securefed simulate`")
+    report.add_argument("--pubkey", help="writer public key (default: RUN_DIR/ledger.pub)")
+    report.add_argument("--out", help="output file (default: RUN_DIR/report.html)")
     args = parser.parse_args(argv)
+    if args.command in ("audit", "report"):
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        try:
+            return _audit_verify(args) if args.command == "audit" else _report(args)
+        except (SecurefedError, OSError) as exc:
+            print(f"securefed {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from securefed.demo import run_demo
 

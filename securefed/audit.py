@@ -1,0 +1,356 @@
+"""Independent audit of a ledger: verify the chain, then re-account every spend.
+
+``audit_ledger`` verifies a ledger file (``securefed.ledger.verify_ledger``) and
+recomputes every data owner's epsilon (and the federation's, when client-level
+noise was configured) from the recorded mechanism parameters with an accountant
+backend other than the one that ran online. A recorded epsilon lower than the
+independent one by more than the audit tolerance (1% relative or 0.02
+absolute, whichever is larger) is under-reporting, and fails the audit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from securefed.errors import DataError
+from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
+from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
+from securefed.ledger.entry import Countersignature, Entry, EntryKind
+from securefed.ledger.verify import VerificationReport, verify_ledger
+from securefed.privacy.accounting import (
+    Accountant,
+    Backend,
+    audit_tolerance,
+    independent_backend,
+    new_accountant,
+)
+from securefed.privacy.events import PrivacyEvent, PrivacyUnit
+
+__all__ = ["AuditResult", "EpsilonCheck", "RoundRecord", "SpendPoint", "audit_ledger"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendPoint:
+    """One recorded spend: after ``round_id``, the recorded and independent epsilon."""
+
+    round_id: int
+    recorded: float
+    independent: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpsilonCheck:
+    """One owner's (``scope`` ``"owner"``) or the federation's recorded vs independent epsilon."""
+
+    scope: str
+    """``"owner"`` or ``"federation"``."""
+    owner_id: int | None
+    """The owner, for scope ``"owner"``; None for the federation."""
+    unit: PrivacyUnit
+    delta: float
+    recorded: float
+    """The last recorded ``epsilon_after`` (online backend's upper bound); 0 with no spend."""
+    independent: float
+    """The same history re-accounted with the audit backend."""
+    tolerance: float
+    """max(0.01 x independent, 0.02)."""
+    budget: float | None
+    """The configured budget epsilon, when the ledger records one."""
+    series: tuple[SpendPoint, ...] = field(repr=False)
+    """Every spend in order (epsilon over rounds)."""
+
+    @property
+    def under_reported(self) -> bool:
+        """Whether any recorded epsilon is below the independent one minus the tolerance.
+
+        Checked at every spend, not only the last: a budget check that ran on an
+        under-reported figure is a failure even if later figures are right.
+        """
+        if self.recorded < self.independent - self.tolerance:
+            return True
+        return any(p.recorded < p.independent - audit_tolerance(p.independent) for p in self.series)
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the independent epsilon exceeds the recorded budget."""
+        return self.budget is not None and self.independent > self.budget
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundRecord:
+    """What the ledger says about one round."""
+
+    round_id: int
+    cohort: int
+    accepted: int
+    protection: str
+    """``"secagg"`` or ``"he"``."""
+    dropouts: dict[str, int]
+    """Owners that dropped out, by protocol stage."""
+    released: bool
+    """Whether an AGGREGATE_RELEASED entry exists for the round."""
+    mechanism: dict[str, str]
+    """The MECHANISM entry's fields (decimal strings), empty if none."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditResult:
+    """The outcome of an audit: chain verification plus independent re-accounting."""
+
+    verification: VerificationReport
+    online_backend: str
+    audit_backend: str
+    owners: tuple[EpsilonCheck, ...]
+    federation: EpsilonCheck | None
+    rounds: tuple[RoundRecord, ...]
+    budget_stops: tuple[dict[str, str], ...]
+    """The BUDGET_EXHAUSTED bodies, in order."""
+    config: dict[str, object]
+    """The resolved configuration recorded at genesis (numbers as strings)."""
+    distinct_histories: int
+    """How many distinct spend histories were accounted (identical ones once)."""
+
+    @property
+    def under_reported(self) -> tuple[EpsilonCheck, ...]:
+        """The checks whose recorded epsilon is too low."""
+        checks = [*self.owners, *([self.federation] if self.federation else [])]
+        return tuple(c for c in checks if c.under_reported)
+
+    @property
+    def ok(self) -> bool:
+        """The chain verified and no epsilon was under-reported."""
+        return self.verification.ok and not self.under_reported
+
+
+class _HistoryTree:
+    """Distinct spend histories as a prefix tree: each distinct prefix is accounted once."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._children: dict[tuple[int, PrivacyEvent], int] = {}
+        self._accountants: list[Accountant] = [new_accountant(backend)]
+        self._epsilons: dict[tuple[int, float], float] = {}
+
+    @property
+    def nodes(self) -> int:
+        return len(self._accountants)
+
+    def child(self, node: int, event: PrivacyEvent) -> int:
+        key = (node, event)
+        found = self._children.get(key)
+        if found is not None:
+            return found
+        accountant = self._accountants[node].copy()
+        accountant.compose(event)
+        self._accountants.append(accountant)
+        self._children[key] = len(self._accountants) - 1
+        return len(self._accountants) - 1
+
+    def epsilon(self, node: int, delta: float) -> float:
+        key = (node, delta)
+        if key not in self._epsilons:
+            self._epsilons[key] = float(self._accountants[node].epsilon(delta))
+        return self._epsilons[key]
+
+
+def _config_budget(
+    config: Mapping[str, CanonicalValue], section: str = "privacy"
+) -> float | None:
+    privacy = config.get(section)
+    if not isinstance(privacy, dict) or privacy.get("enabled") is not True:
+        return None
+    for name in ("budget_epsilon", "target_epsilon"):
+        value = privacy.get(name)
+        if isinstance(value, str):
+            return parse_decimal(value)
+    return None
+
+
+_FEDERATION = -1
+"""Key of the federation's (client-level) spends among the owners' histories."""
+
+
+@dataclass(slots=True)
+class _OwnerSpends:
+    unit: PrivacyUnit
+    delta: float
+    points: list[tuple[int, PrivacyEvent, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _RoundInfo:
+    cohort: int = 0
+    accepted: int = 0
+    protection: str = ""
+    dropouts: dict[str, int] = field(default_factory=dict)
+    released: bool = False
+    mechanism: dict[str, str] = field(default_factory=dict)
+
+
+def _count(value: CanonicalValue) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+def _collect(
+    entries: Iterable[Entry],
+) -> tuple[dict[int, _OwnerSpends], dict[int, _RoundInfo], list[dict[str, str]]]:
+    owners: dict[int, _OwnerSpends] = {}
+    rounds: dict[int, _RoundInfo] = {}
+    stops: list[dict[str, str]] = []
+    for entry in entries:
+        kind = entry.kind
+        if kind not in (
+            EntryKind.ROUND_PLANNED,
+            EntryKind.MECHANISM,
+            EntryKind.SPEND,
+            EntryKind.DROPOUTS,
+            EntryKind.AGGREGATE_RELEASED,
+            EntryKind.BUDGET_EXHAUSTED,
+            EntryKind.FEDERATION_SPEND,
+        ):
+            continue
+        body = entry.fields()
+        r = parse_uint(body["round_id"])
+        info = rounds.setdefault(r, _RoundInfo())
+        if kind is EntryKind.ROUND_PLANNED:
+            info.cohort = _count(body["cohort"])
+            info.accepted = _count(body["accepted"])
+            info.protection = str(body["protection"])
+        elif kind is EntryKind.MECHANISM:
+            info.mechanism = {k: str(v) for k, v in body.items() if k != "round_id"}
+        elif kind is EntryKind.DROPOUTS:
+            info.dropouts[str(body["stage"])] = _count(body["dropped"])
+        elif kind is EntryKind.AGGREGATE_RELEASED:
+            info.released = True
+        elif kind is EntryKind.BUDGET_EXHAUSTED:
+            stops.append({k: str(v) for k, v in body.items()})
+        elif kind is EntryKind.FEDERATION_SPEND:
+            fed_event = client_gaussian_event(body)
+            delta = parse_decimal(body["delta"])
+            spends = owners.setdefault(_FEDERATION, _OwnerSpends(unit=fed_event.unit, delta=delta))
+            if spends.delta != delta:
+                raise DataError(f"entry {entry.seq}: the federation's spends mix deltas")
+            spends.points.append((r, fed_event, parse_decimal(body["epsilon_after"])))
+        else:  # SPEND
+            event = dp_sgd_event(body)
+            owner = parse_uint(body["owner_id"])
+            delta = parse_decimal(body["delta"])
+            spends = owners.setdefault(owner, _OwnerSpends(unit=event.unit, delta=delta))
+            if spends.unit is not event.unit or spends.delta != delta:
+                raise DataError(
+                    f"entry {entry.seq}: owner {owner}'s spends mix privacy units or deltas"
+                )
+            spends.points.append((r, event, parse_decimal(body["epsilon_after"])))
+    return owners, rounds, stops
+
+
+def audit_ledger(
+    source: str | os.PathLike[str],
+    pinned_key: bytes,
+    *,
+    later_head: tuple[int, bytes] | None = None,
+    owner_keys: Mapping[int, bytes] | None = None,
+    receipts: Iterable[Countersignature] = (),
+    require_seal: bool = False,
+    backend: Backend | None = None,
+) -> AuditResult:
+    """Verify a ledger, then re-account every owner's spends with an independent backend.
+
+    Args:
+        source: the ledger's SQLite file or its JSON Lines export.
+        pinned_key: the writer's initial public key (from outside the ledger).
+        later_head: a head held from the federation (sequence number, hash).
+        owner_keys: the owners' pinned identity keys (countersignatures).
+        receipts: owners' countersignatures held as receipts.
+        require_seal: fail unless the ledger ends with a seal.
+        backend: the audit backend; default: the one independent of the online
+            backend the ledger's genesis names (``protocol_versions.accounting_online``).
+
+    Only the verified prefix is re-accounted. Identical spend histories, and
+    identical prefixes of histories, are accounted once.
+
+    Raises:
+        ValueError: ``backend`` is the online backend (the audit must be independent).
+        DataError: an owner's spends mix privacy units or deltas.
+    """
+    report = verify_ledger(
+        source,
+        pinned_key,
+        later_head=later_head,
+        owner_keys=owner_keys,
+        receipts=receipts,
+        require_seal=require_seal,
+    )
+    entries = report.entries
+    config: dict[str, CanonicalValue] = {}
+    online = Backend.RDP
+    if entries and entries[0].kind is EntryKind.FEDERATION_CREATED:
+        genesis = entries[0].fields()
+        cfg = genesis.get("config")
+        config = dict(cfg) if isinstance(cfg, dict) else {}
+        versions = genesis.get("protocol_versions")
+        name = versions.get("accounting_online") if isinstance(versions, dict) else None
+        if isinstance(name, str) and name in {b.value for b in Backend}:
+            online = Backend(name)
+    audit = backend if backend is not None else independent_backend(online)
+    if audit is online:
+        raise ValueError(f"the audit backend must differ from the online one ({online.value})")
+    owners, rounds, stops = _collect(entries)
+    budget = _config_budget(config)
+    tree = _HistoryTree(audit)
+    checks = []
+    federation: EpsilonCheck | None = None
+    for owner_id in sorted(owners):
+        spends = owners[owner_id]
+        node, series = 0, []
+        for round_id, event, recorded in spends.points:
+            node = tree.child(node, event)
+            series.append(
+                SpendPoint(
+                    round_id=round_id,
+                    recorded=recorded,
+                    independent=tree.epsilon(node, spends.delta),
+                )
+            )
+        last = series[-1]
+        is_federation = owner_id == _FEDERATION
+        check = EpsilonCheck(
+            scope="federation" if is_federation else "owner",
+            owner_id=None if is_federation else owner_id,
+            unit=spends.unit,
+            delta=spends.delta,
+            recorded=last.recorded,
+            independent=last.independent,
+            tolerance=audit_tolerance(last.independent),
+            budget=_config_budget(config, "client_privacy") if is_federation else budget,
+            series=tuple(series),
+        )
+        if is_federation:
+            federation = check
+        else:
+            checks.append(check)
+    round_records = tuple(
+        RoundRecord(
+            round_id=r,
+            cohort=info.cohort,
+            accepted=info.accepted,
+            protection=info.protection,
+            dropouts=dict(info.dropouts),
+            released=info.released,
+            mechanism=dict(info.mechanism),
+        )
+        for r, info in sorted(rounds.items())
+    )
+    return AuditResult(
+        verification=report,
+        online_backend=online.value,
+        audit_backend=audit.value,
+        owners=tuple(checks),
+        federation=federation,
+        rounds=round_records,
+        budget_stops=tuple(stops),
+        config=dict(config),
+        distinct_histories=tree.nodes - 1,
+    )
