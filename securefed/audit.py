@@ -11,6 +11,7 @@ absolute, whichever is larger) is under-reporting, and fails the audit.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -110,7 +111,8 @@ class AuditResult:
     config: dict[str, object]
     """The resolved configuration recorded at genesis (numbers as strings)."""
     distinct_histories: int
-    """How many distinct spend histories were accounted (identical ones once)."""
+    """How many distinct spend histories (multisets of events, with their delta) were
+    accounted; identical histories, and every prefix shared by several, once."""
 
     @property
     def under_reported(self) -> tuple[EpsilonCheck, ...]:
@@ -124,40 +126,30 @@ class AuditResult:
         return self.verification.ok and not self.under_reported
 
 
-class _HistoryTree:
-    """Distinct spend histories as a prefix tree: each distinct prefix is accounted once."""
+class _HistoryCache:
+    """Epsilon per distinct spend history, each accounted once.
+
+    Composition commutes, so a history is keyed by its multiset of events: owners
+    that took part in the same number of rounds of the same plan share one entry
+    whatever rounds they were sampled in.
+    """
 
     def __init__(self, backend: Backend) -> None:
-        self._backend = backend
-        self._children: dict[tuple[int, PrivacyEvent], int] = {}
-        self._accountants: list[Accountant] = [new_accountant(backend)]
-        self._epsilons: dict[tuple[int, float], float] = {}
+        self.backend = backend
+        self._epsilons: dict[tuple[frozenset[tuple[PrivacyEvent, int]], float], float] = {}
 
     @property
-    def nodes(self) -> int:
-        return len(self._accountants)
+    def distinct(self) -> int:
+        return len(self._epsilons)
 
-    def child(self, node: int, event: PrivacyEvent) -> int:
-        key = (node, event)
-        found = self._children.get(key)
-        if found is not None:
-            return found
-        accountant = self._accountants[node].copy()
-        accountant.compose(event)
-        self._accountants.append(accountant)
-        self._children[key] = len(self._accountants) - 1
-        return len(self._accountants) - 1
-
-    def epsilon(self, node: int, delta: float) -> float:
-        key = (node, delta)
+    def epsilon(self, counts: Counter[PrivacyEvent], accountant: Accountant, delta: float) -> float:
+        key = (frozenset(counts.items()), delta)
         if key not in self._epsilons:
-            self._epsilons[key] = float(self._accountants[node].epsilon(delta))
+            self._epsilons[key] = float(accountant.epsilon(delta))
         return self._epsilons[key]
 
 
-def _config_budget(
-    config: Mapping[str, CanonicalValue], section: str = "privacy"
-) -> float | None:
+def _config_budget(config: Mapping[str, CanonicalValue], section: str = "privacy") -> float | None:
     privacy = config.get(section)
     if not isinstance(privacy, dict) or privacy.get("enabled") is not True:
         return None
@@ -268,8 +260,9 @@ def audit_ledger(
         backend: the audit backend; default: the one independent of the online
             backend the ledger's genesis names (``protocol_versions.accounting_online``).
 
-    Only the verified prefix is re-accounted. Identical spend histories, and
-    identical prefixes of histories, are accounted once.
+    Only the verified prefix is re-accounted. Every recorded spend is checked,
+    not only the last; identical histories (the same multiset of events:
+    composition commutes) are accounted once.
 
     Raises:
         ValueError: ``backend`` is the online backend (the audit must be independent).
@@ -299,19 +292,22 @@ def audit_ledger(
         raise ValueError(f"the audit backend must differ from the online one ({online.value})")
     owners, rounds, stops = _collect(entries)
     budget = _config_budget(config)
-    tree = _HistoryTree(audit)
+    cache = _HistoryCache(audit)
     checks = []
     federation: EpsilonCheck | None = None
     for owner_id in sorted(owners):
         spends = owners[owner_id]
-        node, series = 0, []
+        accountant = new_accountant(audit)
+        counts: Counter[PrivacyEvent] = Counter()
+        series = []
         for round_id, event, recorded in spends.points:
-            node = tree.child(node, event)
+            accountant.compose(event)
+            counts[event] += 1
             series.append(
                 SpendPoint(
                     round_id=round_id,
                     recorded=recorded,
-                    independent=tree.epsilon(node, spends.delta),
+                    independent=cache.epsilon(counts, accountant, spends.delta),
                 )
             )
         last = series[-1]
@@ -352,5 +348,5 @@ def audit_ledger(
         rounds=round_records,
         budget_stops=tuple(stops),
         config=dict(config),
-        distinct_histories=tree.nodes - 1,
+        distinct_histories=cache.distinct,
     )
