@@ -28,10 +28,11 @@ from securefed.ledger.bodies import (
     round_planned_body,
     spend_body,
 )
+from securefed.ledger.canonical import CanonicalValue, decimal_text, uint_text
 from securefed.plan import RoundPlan
 from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent
 
-__all__ = ["RoundRecorder", "aggregate_hash", "global_model_hash"]
+__all__ = ["RoundRecorder", "aggregate_hash", "global_model_hash", "plan_fields"]
 
 
 def aggregate_hash(round_id: int, mean: npt.NDArray[np.floating], weight: int) -> bytes:
@@ -46,6 +47,23 @@ def global_model_hash(weights: npt.NDArray[np.float32]) -> bytes:
     """SHA-256 of the global shared weights (little-endian float32)."""
     data = np.ascontiguousarray(weights, dtype="<f4").tobytes()
     return hashlib.sha256(b"securefed/global-model/v1|" + data).digest()
+
+
+def plan_fields(plan: RoundPlan) -> dict[str, CanonicalValue]:
+    """The plan's fields as a canonical object (what ROUND_PLANNED's ``plan`` records)."""
+    return {
+        "round_id": uint_text(plan.round_id),
+        "unit": plan.unit.value,
+        "noise_multiplier": decimal_text(plan.noise_multiplier),
+        "clip_norm": decimal_text(plan.clip_norm),
+        "local_epochs": uint_text(plan.local_epochs),
+        "sampling_rate": decimal_text(plan.sampling_rate),
+        "steps": uint_text(plan.steps),
+        "learning_rate": decimal_text(plan.learning_rate),
+        "negatives": uint_text(plan.negatives),
+        "model_hash": plan.model_hash.hex(),
+        "training_procedure_hash": plan.plan_hash.hex(),
+    }
 
 
 @dataclass(slots=True)
@@ -118,6 +136,7 @@ class RoundRecorder:
                 protection=protection,
                 plan_hash=plan.digest(),
                 accepted=accepted_ids,
+                plan=plan_fields(plan),
             ),
         )
         if event is not None:

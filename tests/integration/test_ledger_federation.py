@@ -150,6 +150,15 @@ def test_every_spend_is_durable_and_countersigned_before_its_round_is_released(f
             ]
             assert all(seq in countersigned for seq in spend_seqs)
     assert sorted(released) == [1, 2, 3]
+    # Each round's recorded plan is the mechanism recorded for it.
+    plans = {parse_uint(e.fields()["round_id"]): e.fields()["plan"] for e in entries
+             if e.kind is EntryKind.ROUND_PLANNED}  # fmt: skip
+    for e in entries:
+        if e.kind is EntryKind.MECHANISM:
+            body = e.fields()
+            plan = plans[parse_uint(body["round_id"])]
+            for name in ("noise_multiplier", "sampling_rate", "steps", "clip_norm", "unit"):
+                assert plan[name] == body[name]
 
 
 def test_owners_hold_receipts_and_heads_that_pin_the_ledger(finished_run):
