@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from securefed.errors import DataError
 from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
 from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
 from securefed.ledger.entry import Countersignature, Entry, EntryKind
@@ -29,7 +28,22 @@ from securefed.privacy.accounting import (
 )
 from securefed.privacy.events import PrivacyEvent, PrivacyUnit
 
-__all__ = ["AuditResult", "EpsilonCheck", "RoundRecord", "SpendPoint", "audit_ledger"]
+__all__ = [
+    "AuditResult",
+    "EpsilonCheck",
+    "Finding",
+    "RoundRecord",
+    "SpendPoint",
+    "audit_ledger",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An inconsistency the audit found in a verified ledger, at entry ``seq``."""
+
+    seq: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +124,10 @@ class AuditResult:
     """The BUDGET_EXHAUSTED bodies, in order."""
     config: dict[str, object]
     """The resolved configuration recorded at genesis (numbers as strings)."""
+    findings: tuple[Finding, ...] = ()
+    """Entries that contradict the rest of the ledger or its configuration (a release
+    before, or without, the spends it needs; a second release; a spend whose delta,
+    unit or event differs from the configuration or the round's mechanism ...)."""
     distinct_histories: int
     """How many distinct spend histories (multisets of events, with their delta) were
     accounted; identical histories, and every prefix shared by several, once."""
@@ -121,9 +139,29 @@ class AuditResult:
         return tuple(c for c in checks if c.under_reported)
 
     @property
+    def over_budget(self) -> tuple[EpsilonCheck, ...]:
+        """The checks whose independent epsilon exceeds the configured budget."""
+        checks = [*self.owners, *([self.federation] if self.federation else [])]
+        return tuple(c for c in checks if c.over_budget)
+
+    @property
     def ok(self) -> bool:
-        """The chain verified and no epsilon was under-reported."""
-        return self.verification.ok and not self.under_reported
+        """Verified, consistent, no epsilon under-reported and no budget exceeded."""
+        return (
+            self.verification.ok
+            and not self.under_reported
+            and not self.findings
+            and not self.over_budget
+        )
+
+    @property
+    def first_problem(self) -> tuple[int | None, str] | None:
+        """(entry, reason) of the first failure: tampering first, then inconsistencies."""
+        if not self.verification.ok:
+            return self.verification.first_bad, self.verification.reason
+        if self.findings:
+            return self.findings[0].seq, self.findings[0].reason
+        return None
 
 
 class _HistoryCache:
@@ -168,7 +206,8 @@ _FEDERATION = -1
 class _OwnerSpends:
     unit: PrivacyUnit
     delta: float
-    points: list[tuple[int, PrivacyEvent, float]] = field(default_factory=list)
+    points: list[tuple[int, PrivacyEvent, float, float]] = field(default_factory=list)
+    """(round id, event, recorded epsilon, the delta it is stated at)."""
 
 
 @dataclass(slots=True)
@@ -187,9 +226,10 @@ def _count(value: CanonicalValue) -> int:
 
 def _collect(
     entries: Iterable[Entry],
-) -> tuple[dict[int, _OwnerSpends], dict[int, _RoundInfo], list[dict[str, str]]]:
+) -> tuple[dict[int, _OwnerSpends], dict[int, _RoundInfo], list[dict[str, str]], list[Finding]]:
     owners: dict[int, _OwnerSpends] = {}
     rounds: dict[int, _RoundInfo] = {}
+    findings: list[Finding] = []
     stops: list[dict[str, str]] = []
     for entry in entries:
         kind = entry.kind
@@ -222,20 +262,129 @@ def _collect(
             fed_event = client_gaussian_event(body)
             delta = parse_decimal(body["delta"])
             spends = owners.setdefault(_FEDERATION, _OwnerSpends(unit=fed_event.unit, delta=delta))
-            if spends.delta != delta:
-                raise DataError(f"entry {entry.seq}: the federation's spends mix deltas")
-            spends.points.append((r, fed_event, parse_decimal(body["epsilon_after"])))
+            spends.points.append((r, fed_event, parse_decimal(body["epsilon_after"]), delta))
         else:  # SPEND
             event = dp_sgd_event(body)
             owner = parse_uint(body["owner_id"])
             delta = parse_decimal(body["delta"])
             spends = owners.setdefault(owner, _OwnerSpends(unit=event.unit, delta=delta))
-            if spends.unit is not event.unit or spends.delta != delta:
-                raise DataError(
-                    f"entry {entry.seq}: owner {owner}'s spends mix privacy units or deltas"
+            if spends.unit is not event.unit:
+                findings.append(
+                    Finding(entry.seq, f"owner {owner}'s spends mix privacy units (not accounted)")
                 )
-            spends.points.append((r, event, parse_decimal(body["epsilon_after"])))
-    return owners, rounds, stops
+                continue
+            spends.points.append((r, event, parse_decimal(body["epsilon_after"]), delta))
+    return owners, rounds, stops, findings
+
+
+def _section(config: Mapping[str, CanonicalValue], name: str) -> dict[str, CanonicalValue]:
+    value = config.get(name)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _decimal(section: Mapping[str, CanonicalValue], name: str) -> float | None:
+    value = section.get(name)
+    return parse_decimal(value) if isinstance(value, str) else None
+
+
+@dataclass(slots=True)
+class _RoundCheck:
+    accepted: frozenset[int] = frozenset()
+    mechanism: PrivacyEvent | None = None
+    spent: set[int] = field(default_factory=set)
+    federation_spent: bool = False
+    released: bool = False
+
+
+def _consistency(entries: Iterable[Entry], config: Mapping[str, CanonicalValue]) -> list[Finding]:
+    """Cross-check each round's entries against each other and the genesis configuration.
+
+    A ledger securefed writes passes every check; each failure names the entry.
+    """
+    privacy = _section(config, "privacy")
+    client = _section(config, "client_privacy")
+    update = _section(config, "update")
+    delta = _decimal(privacy, "delta")
+    unit = privacy.get("unit")
+    client_on = client.get("enabled") is True
+    client_delta = _decimal(client, "delta")
+    client_z = _decimal(client, "noise_multiplier")
+    clip = _decimal(update, "clip_norm")
+    rounds: dict[int, _RoundCheck] = {}
+    out: list[Finding] = []
+
+    def bad(entry: Entry, reason: str) -> None:
+        out.append(Finding(entry.seq, f"{entry.kind.wire_name}: {reason}"))
+
+    for entry in entries:
+        kind = entry.kind
+        if kind not in (
+            EntryKind.ROUND_PLANNED,
+            EntryKind.MECHANISM,
+            EntryKind.SPEND,
+            EntryKind.FEDERATION_SPEND,
+            EntryKind.AGGREGATE_RELEASED,
+        ):
+            continue
+        body = entry.fields()
+        r = parse_uint(body["round_id"])
+        if kind is EntryKind.ROUND_PLANNED:
+            if r in rounds:
+                bad(entry, f"round {r} planned twice")
+            accepted = body["accepted"]
+            ids = accepted if isinstance(accepted, list) else []
+            rounds[r] = _RoundCheck(accepted=frozenset(parse_uint(x) for x in ids))
+            continue
+        state = rounds.get(r)
+        if state is None:
+            bad(entry, f"round {r} was never planned")
+            continue
+        if kind is EntryKind.MECHANISM:
+            state.mechanism = dp_sgd_event(body)
+        elif kind is EntryKind.SPEND:
+            owner = parse_uint(body["owner_id"])
+            event = dp_sgd_event(body)
+            if state.released:
+                bad(entry, f"owner {owner}'s spend follows round {r}'s release")
+            if owner not in state.accepted:
+                bad(entry, f"owner {owner} did not accept round {r}")
+            if owner in state.spent:
+                bad(entry, f"owner {owner}'s spend for round {r} is recorded twice")
+            if state.mechanism is None or event != state.mechanism:
+                bad(entry, f"owner {owner}'s event differs from round {r}'s mechanism")
+            if delta is not None and parse_decimal(body["delta"]) != delta:
+                bad(entry, f"delta {body['delta']} is not the configured privacy.delta")
+            if isinstance(unit, str) and event.unit.value != unit:
+                bad(entry, f"unit {event.unit.value} is not the configured privacy.unit")
+            state.spent.add(owner)
+        elif kind is EntryKind.FEDERATION_SPEND:
+            fed_event = client_gaussian_event(body)
+            if not client_on:
+                bad(entry, "client-level DP is not configured")
+            if state.released:
+                bad(entry, f"follows round {r}'s release")
+            if state.federation_spent:
+                bad(entry, f"round {r}'s federation spend is recorded twice")
+            if client_delta is not None and parse_decimal(body["delta"]) != client_delta:
+                bad(entry, "delta is not the configured client_privacy.delta")
+            if client_z is not None and fed_event.noise_multiplier != client_z:
+                bad(entry, "noise multiplier is not the configured client_privacy one")
+            if clip is not None and parse_decimal(body["sensitivity"]) < clip:
+                bad(entry, "sensitivity is below the configured update.clip_norm")
+            if fed_event.cohort_rate != 1.0:
+                bad(entry, "claims amplification by cohort sampling, but the cohort is recorded")
+            state.federation_spent = True
+        else:  # AGGREGATE_RELEASED
+            if state.released:
+                bad(entry, f"round {r} is released twice")
+            if state.mechanism is not None:
+                missing = sorted(state.accepted - state.spent)
+                if missing:
+                    bad(entry, f"accepted owners {missing[:10]} have no spend before the release")
+            if client_on and not state.federation_spent:
+                bad(entry, f"round {r} has no federation spend before the release")
+            state.released = True
+    return out
 
 
 def audit_ledger(
@@ -290,7 +439,9 @@ def audit_ledger(
     audit = backend if backend is not None else independent_backend(online)
     if audit is online:
         raise ValueError(f"the audit backend must differ from the online one ({online.value})")
-    owners, rounds, stops = _collect(entries)
+    owners, rounds, stops, findings = _collect(entries)
+    findings += _consistency(entries, config)
+    findings.sort(key=lambda f: f.seq)
     budget = _config_budget(config)
     cache = _HistoryCache(audit)
     checks = []
@@ -300,14 +451,14 @@ def audit_ledger(
         accountant = new_accountant(audit)
         counts: Counter[PrivacyEvent] = Counter()
         series = []
-        for round_id, event, recorded in spends.points:
+        for round_id, event, recorded, delta in spends.points:
             accountant.compose(event)
             counts[event] += 1
             series.append(
                 SpendPoint(
                     round_id=round_id,
                     recorded=recorded,
-                    independent=cache.epsilon(counts, accountant, spends.delta),
+                    independent=cache.epsilon(counts, accountant, delta),
                 )
             )
         last = series[-1]
@@ -349,4 +500,5 @@ def audit_ledger(
         budget_stops=tuple(stops),
         config=dict(config),
         distinct_histories=cache.distinct,
+        findings=tuple(findings),
     )

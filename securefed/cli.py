@@ -255,13 +255,28 @@ def print_audit(audit: AuditResult, console: Console) -> None:
             f"budget stop: {who} before round {stop['round_id']} "
             f"(spent {stop['epsilon_spent']}, budget {stop['epsilon_budget']})"
         )
+    for finding in audit.findings[:20]:
+        console.print(f"[bold red]inconsistent entry {finding.seq}[/]: {finding.reason}")
+    if len(audit.findings) > 20:
+        console.print(f"... and {len(audit.findings) - 20} more inconsistent entries")
+    for check in audit.over_budget:
+        who = f"owner {check.owner_id}" if check.scope == "owner" else "the federation"
+        console.print(
+            f"[bold red]over budget[/]: {who}: independent epsilon {check.independent:.4f} "
+            f"> budget {check.budget:g}"
+        )
     bad = audit.under_reported
     if bad:
         names = ", ".join(
             f"owner {c.owner_id}" if c.scope == "owner" else "federation" for c in bad[:10]
         )
         console.print(f"[bold red]under-reported epsilon[/]: {names}")
-    console.print("[bold green]AUDIT PASSED[/]" if audit.ok else "[bold red]AUDIT FAILED[/]")
+    if audit.ok:
+        console.print("[bold green]AUDIT PASSED[/]")
+    else:
+        problem = audit.first_problem
+        where = f" (first bad entry: {problem[0]})" if problem and problem[0] is not None else ""
+        console.print(f"[bold red]AUDIT FAILED[/]{where}")
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -292,6 +307,7 @@ def _report(args: argparse.Namespace) -> int:
         owner_keys=_read_owner_keys(str(run_dir / "owner_keys.json"))
         if (run_dir / "owner_keys.json").is_file()
         else None,
+        require_seal=not args.allow_unsealed,
     )
     out = write_report(run_dir, audit, out=Path(args.out) if args.out else None)
     Console().print(f"report: {out} ({'audit passed' if audit.ok else 'AUDIT FAILED'})")
@@ -334,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("run_dir", help="a directory written by `securefed simulate`")
     report.add_argument("--pubkey", help="writer public key (default: RUN_DIR/ledger.pub)")
     report.add_argument("--out", help="output file (default: RUN_DIR/report.html)")
+    report.add_argument(
+        "--allow-unsealed",
+        action="store_true",
+        help="audit a ledger that is not sealed (a run in progress or cut short)",
+    )
     args = parser.parse_args(argv)
     if args.command in ("audit", "report"):
         logging.getLogger("absl").setLevel(logging.ERROR)

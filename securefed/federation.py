@@ -69,7 +69,12 @@ from securefed.ledger.bodies import (
     federation_created_body,
 )
 from securefed.ledger.canonical import CanonicalValue, parse_uint, to_canonical
-from securefed.models.recommendation import RecommenderSpec, build_model, flatten_shared
+from securefed.models.recommendation import (
+    RecommenderSpec,
+    build_model,
+    flatten_shared,
+    is_private_name,
+)
 from securefed.plan import RoundPlan, steps_per_round
 from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
 from securefed.privacy.accounting import ONLINE_DEFAULT
@@ -274,6 +279,7 @@ class Federation:
         rng: RandomSource | None = None,
         device: torch.device | None = None,
         centralised: bool = False,
+        stream_rng: RandomSource | None = None,
     ) -> None:
         """Build the federation.
 
@@ -284,6 +290,10 @@ class Federation:
             device: where owners train (default: CUDA when present, else CPU).
             centralised: build a one-owner baseline (all users on one owner, driven
                 through its :class:`DataOwner` directly; no round is aggregated).
+            stream_rng: what keys every sampling and noise stream (default: ``rng``);
+                a resumed run passes fresh OS randomness here, so that no noise or
+                sample drawn before the crash is ever drawn again, while ``rng``
+                rebuilds the same identities.
 
         Raises:
             ConfigError: fewer owners than secure aggregation needs (or, with
@@ -292,12 +302,15 @@ class Federation:
         self.config = config
         self._root = root
         self._rng = rng or OsRandom()
+        self._streams = stream_rng or self._rng
         self.recorder: RoundRecorder | None = None
         self.exhausted: set[int] = set()
         """Owners whose budget stopped them (recorded in the ledger when there is one)."""
         self.server_view: dict[int, OwnerAccountant] = {}
         """The coordinator's own accountant per owner (from the spends it recorded), for its
         check before each round; the owners' accountants stay authoritative."""
+        self.checkpoint_path: Path | None = None
+        """Where a resumable run checkpoints, just before each round's release is recorded."""
         self.on_spent: Callable[[int], None] | None = None
         """Called after a round's spends are durable, before any owner trains (tests)."""
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -343,9 +356,9 @@ class Federation:
             model_hash=self.model_hash,
             plan_hash=self.plan_hash,
             roster_hash=self.roster.digest(),
-            stream=CsprngStream(self._rng),
+            stream=CsprngStream(self._streams),
             population=len(self.shards),
-            noise=SecureGaussianNoise(CsprngStream(self._rng, purpose=StreamPurpose.DP_NOISE))
+            noise=SecureGaussianNoise(CsprngStream(self._streams, purpose=StreamPurpose.DP_NOISE))
             if client.enabled
             else None,
         )
@@ -401,8 +414,8 @@ class Federation:
             ),
             validation_items=shard.validation_items,
             test_items=shard.test_items,
-            stream=CsprngStream(self._rng),
-            eval_stream=CsprngStream(self._rng, purpose=StreamPurpose.EVALUATION_SAMPLING),
+            stream=CsprngStream(self._streams),
+            eval_stream=CsprngStream(self._streams, purpose=StreamPurpose.EVALUATION_SAMPLING),
             device=self.device,
             identity=key,
         )
@@ -415,8 +428,9 @@ class Federation:
         Owners then train a DP round only after countersigning its durable SPEND entry.
         """
         self.recorder = recorder
+        writer = recorder.ledger.writer_public_key
         for owner in self.owners.values():
-            owner.bind_ledger()
+            owner.bind_ledger(writer_key=writer, ledger_id=recorder.ledger_id)
 
     def genesis_body(self) -> dict[str, CanonicalValue]:
         """The FEDERATION_CREATED fields: resolved configuration, roster hash, versions."""
@@ -553,6 +567,8 @@ class Federation:
             self._send_head()
             return report, refused, 0.0, len(cohort)
         outcome = c.apply(round_id, report.result)
+        if self.checkpoint_path is not None:
+            _write_checkpoint(self, self.checkpoint_path, round_id)
         if recorder is not None:
             recorder.released(
                 mean=outcome.released,
@@ -564,14 +580,18 @@ class Federation:
         return report, refused, outcome.update_norm, len(cohort)
 
     def client_event(self) -> ClientGaussianEvent | None:
-        """One round of the client-level mechanism (None without [client_privacy])."""
+        """One round of the client-level mechanism, as accounted (None without [client_privacy]).
+
+        Accounted at rate 1, i.e. without amplification by cohort sampling: who
+        was sampled is seen by the server and recorded in the ledger (ROUND_PLANNED,
+        SPEND), so the sample is not secret from anyone the guarantee should hold
+        against. Every client is then covered as if it took part in every round.
+        """
         client = self.config.client_privacy
         if not client.enabled or client.noise_multiplier is None:
             return None
         return ClientGaussianEvent(
-            cohort_rate=self.config.federation.cohort_rate,
-            noise_multiplier=client.noise_multiplier,
-            rounds=1,
+            cohort_rate=1.0, noise_multiplier=client.noise_multiplier, rounds=1
         )
 
     def federation_affords(self) -> bool:
@@ -748,16 +768,25 @@ def read_ledger_state(ledger: Ledger) -> LedgerState:
 
 
 def _write_checkpoint(fed: Federation, path: Path, round_id: int) -> None:
-    """Global weights, server strategy moments and each owner's private model, atomically.
+    """The global model, the strategy's moments and each owner's private parameters.
 
-    Simulation only (both sides live in one process); a deployment keeps each
-    side's state on its own machine. The ledger's model hash authenticates it.
+    Written just before the round's AGGREGATE_RELEASED is recorded; the previous
+    checkpoint is kept as ``<name>.prev`` so that a crash between this write and
+    the release resumes from the previous round. Simulation only (both sides live
+    in one process; a deployment keeps each side's state on its own machine). An
+    owner's shared parameters are never saved: after local training they are the
+    global model plus its own update, which only secure aggregation may see. The
+    private user embeddings saved are DP-SGD outputs (covered by each owner's
+    record- or person-level guarantee). The ledger's model hash authenticates it.
     """
     strategy = fed.coordinator.strategy
     state: dict[str, Any] = {
         "round": round_id,
         "weights": torch.from_numpy(fed.coordinator.weights.copy()),
-        "owners": {oid: o.model.state_dict() for oid, o in fed.owners.items()},
+        "owners": {
+            oid: {k: v for k, v in o.model.state_dict().items() if is_private_name(k)}
+            for oid, o in fed.owners.items()
+        },
     }
     for name in ("_m", "_v"):
         moment = getattr(strategy, name, None)
@@ -768,6 +797,8 @@ def _write_checkpoint(fed: Federation, path: Path, round_id: int) -> None:
         torch.save(state, out)
         out.flush()
         os.fsync(out.fileno())
+    if path.exists():
+        path.replace(path.with_name(path.name + ".prev"))
     partial.replace(path)
 
 
@@ -797,10 +828,13 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
         for client_event in state.federation_spends:
             fed.federation_accountant.compose_recorded(client_event)
     if state.last_released:
-        saved = torch.load(checkpoint, weights_only=True)
-        weights = saved["weights"].numpy()
-        if saved["round"] != state.last_released or state.released_model_hash is None:
+        candidates = [checkpoint, checkpoint.with_name(checkpoint.name + ".prev")]
+        loaded = [torch.load(c, weights_only=True) for c in candidates if c.is_file()]
+        matching = [c for c in loaded if c["round"] == state.last_released]
+        if not matching or state.released_model_hash is None:
             raise IntegrityError()
+        saved = matching[0]
+        weights = saved["weights"].numpy()
         if not ct_equal(global_model_hash(weights), state.released_model_hash):
             raise IntegrityError()
         fed.coordinator.weights = weights.astype(np.float32)
@@ -808,7 +842,7 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
             if name in saved:
                 setattr(fed.coordinator.strategy, name, saved[name].numpy().astype(np.float64))
         for oid, owner_state in saved["owners"].items():
-            fed.owners[int(oid)].model.load_state_dict(owner_state)
+            fed.owners[int(oid)].model.load_state_dict(owner_state, strict=False)
     recorder = RoundRecorder(ledger)
     recorder.resume_after(state.last_planned, state.exhausted)
     fed.bind_ledger(recorder)
@@ -861,7 +895,9 @@ def run_federation(
     """
     if resume and (out_dir is None or writer_key is None):
         raise ConfigError("resume needs out_dir and the ledger's writer key")
-    fed = Federation(config, root=root, rng=rng)
+    # A resumed run rebuilds its identities from ``rng`` (the roster the ledger records)
+    # but keys every noise and sampling stream afresh: reusing them would repeat noise.
+    fed = Federation(config, root=root, rng=rng, stream_rng=OsRandom() if resume else None)
     fed.on_spent = on_spent
     if on_start is not None:
         on_start(fed)
@@ -878,10 +914,15 @@ def run_federation(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ledger_path = out_dir / LEDGER_FILE
+        if writer_key is not None:
+            fed.checkpoint_path = out_dir / CHECKPOINT_FILE
         if resume:
             assert writer_key is not None  # noqa: S101 - checked above
             pinned = bytes.fromhex((out_dir / LEDGER_KEY_FILE).read_text().strip())
             ledger = Ledger.open(ledger_path, writer_key, pinned_key=pinned)
+            if ledger.sealed:
+                ledger.close()
+                raise ConfigError(f"{ledger_path}: the run is finished (sealed): nothing to resume")
             first_round = _resume(fed, ledger, out_dir / CHECKPOINT_FILE)
         else:
             key = writer_key or IdentityKey.generate(fed._rng)
@@ -926,9 +967,6 @@ def run_federation(
                 break
             wall = time.perf_counter()
             report, refused, norm, cohort = fed.train_round(r, on_client=on_client)
-            released = report is not None and report.result is not None
-            if out_dir is not None and writer_key is not None and released:
-                _write_checkpoint(fed, out_dir / CHECKPOINT_FILE, r)
             metrics = None
             if r % config.evaluation.every == 0 or r == config.federation.rounds:
                 metrics, _ = fed.evaluate(r, split=config.evaluation.split)

@@ -604,6 +604,21 @@ def _header(audit: AuditResult, run: _Run, now: datetime) -> str:
     if over:
         names = _names(over)
         reasons.append(f"Independent epsilon above the budget for {len(over)}: {_e(names)}.")
+    if audit.findings:
+        items = "".join(
+            f"<li>entry <b>{_e(f.seq)}</b>: {_e(f.reason)}</li>" for f in audit.findings[:20]
+        )
+        more = len(audit.findings) - 20
+        tail = f"<li>... and {more} more</li>" if more > 0 else ""
+        reasons.append(
+            f"{len(audit.findings)} entries contradict the rest of the ledger or its "
+            f"configuration:<ul>{items}{tail}</ul>"
+        )
+    else:
+        reasons.append(
+            "Every round's entries are consistent with each other and the configuration "
+            "(spends before the release, one release per round, events as planned)."
+        )
     head = _MISSING if v.head is None else f"entry {v.head[0]}, hash {v.head[1].hex()}"
     writer = _MISSING if v.current_key is None else v.current_key.hex()
     facts = [

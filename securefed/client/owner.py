@@ -18,7 +18,7 @@ import torch
 from securefed.client.policy import OwnerPolicy, SignedPolicy, accept_plan
 from securefed.client.trainer import DpTrainer, LocalInteractions, StepStats
 from securefed.config import OptimizerKind
-from securefed.errors import PolicyViolation, ProtocolError
+from securefed.errors import IntegrityError, PolicyViolation, ProtocolError
 from securefed.evaluation import (
     MetricSums,
     ranks_full,
@@ -28,12 +28,14 @@ from securefed.evaluation import (
 from securefed.ledger import Countersignature, Entry, EntryKind
 from securefed.ledger.bodies import spend_body
 from securefed.ledger.canonical import encode
+from securefed.ledger.entry import entry_hash
 from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
 from securefed.plan import RoundPlan
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
+from securefed.secagg.primitives import ct_equal, ed25519_verify
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey
 
@@ -127,6 +129,9 @@ class DataOwner:
         """The latest ledger head the coordinator sent (sequence number, entry hash)."""
         self._receipt_for: AcceptedRound | None = None
         self._ledger_bound = False
+        self._writer_key: bytes | None = None
+        self._ledger_id: bytes | None = None
+        self._last_seq = -1
         self._last_round: int | None = None
         self._pending: AcceptedRound | None = None
         order = np.lexsort((train.items, train.users))
@@ -213,11 +218,28 @@ class DataOwner:
             delta=self.accountant.budget.delta,
             epsilon_after=pending.epsilon_after,
         )
+        refuse = ProtocolError(
+            f"owner {self.owner_id}: the ledger entry does not record its spend "
+            f"for round {pending.plan.round_id}"
+        )
         if entry.kind is not EntryKind.SPEND or entry.body != encode(expected):
-            raise ProtocolError(
-                f"owner {self.owner_id}: the ledger entry does not record its spend "
-                f"for round {pending.plan.round_id}"
-            )
+            raise refuse
+        if self._ledger_id is not None and ledger_id != self._ledger_id:
+            raise refuse
+        # The hash it countersigns must be the hash of exactly this entry (body, seq,
+        # history), and the entry must be signed by the pinned writer key.
+        message = entry.message(ledger_id)
+        if not ct_equal(entry_hash(message, entry.signer_key, entry.signature), entry.entry_hash):
+            raise refuse
+        if self._writer_key is not None:
+            if not ct_equal(entry.signer_key, self._writer_key):
+                raise refuse
+            try:
+                ed25519_verify(self._writer_key, entry.signature, message)
+            except IntegrityError:
+                raise refuse from None
+        if entry.seq <= max(self._last_seq, self.head[0] if self.head else -1):
+            raise refuse
         receipt = Countersignature.sign(
             ledger_id=ledger_id,
             entry_seq=entry.seq,
@@ -227,16 +249,31 @@ class DataOwner:
         )
         self.receipts.append(receipt)
         self._receipt_for = pending
+        self._last_seq = entry.seq
         return receipt
 
-    def bind_ledger(self) -> None:
+    def bind_ledger(
+        self, *, writer_key: bytes | None = None, ledger_id: bytes | None = None
+    ) -> None:
         """From now on, require a countersigned, durable SPEND before each DP round's training.
+
+        Args:
+            writer_key: the ledger writer's public key the owner pins: a SPEND entry
+                must carry a valid signature under it (default: only the entry's
+                own hash is checked).
+            ledger_id: the ledger the owner pins: it countersigns nothing else.
 
         Raises:
             ProtocolError: the owner holds no identity key to countersign with.
+            ValueError: a key or id is not 32 bytes.
         """
         if self._identity is None:
             raise ProtocolError("binding to a ledger needs the owner's identity key")
+        for name, value in (("writer_key", writer_key), ("ledger_id", ledger_id)):
+            if value is not None and len(value) != 32:
+                raise ValueError(f"{name} must be 32 bytes")
+        self._writer_key = writer_key
+        self._ledger_id = ledger_id
         self._ledger_bound = True
 
     def receive_head(self, head: tuple[int, bytes]) -> None:
