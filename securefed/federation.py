@@ -709,6 +709,8 @@ class Federation:
 
 LEDGER_FILE = "ledger.db"
 LEDGER_KEY_FILE = "ledger.pub"
+LEDGER_EXPORT_FILE = "ledger.jsonl"
+"""The sealed ledger as JSON Lines (protocols/ledger.md §4.2), for auditors without SQLite."""
 CHECKPOINT_FILE = "checkpoint.pt"
 OWNER_KEYS_FILE = "owner_keys.json"
 """The owners' public identity keys (the roster's), pinned by an audit of countersignatures."""
@@ -869,10 +871,11 @@ def run_federation(
 
     With ``out_dir``, it writes ``metrics.jsonl``, ``config.toml`` and
     ``summary.json``, and keeps the signed ledger ``ledger.db`` (its writer's
-    public key in ``ledger.pub``, the owners' in ``owner_keys.json``; sealed when
-    the run ends). Given a ``writer_key``, the run is resumable: a checkpoint
-    (global model, strategy moments and, since both sides live in this one
-    process, each owner's private model) is written after each released round.
+    public key in ``ledger.pub``, the owners' in ``owner_keys.json``; sealed and
+    exported to ``ledger.jsonl`` when the run ends). Given a ``writer_key``, the
+    run is resumable: a checkpoint (global model, strategy moments and, since both
+    sides live in this one process, each owner's private parameters) is written
+    just before each round's release is recorded.
 
     Args:
         config: the federation's configuration.
@@ -978,8 +981,9 @@ def run_federation(
             if on_round is not None:
                 on_round(row)
         result.final_test, _ = fed.evaluate(config.federation.rounds + 1, split="test")
-        if ledger is not None:
+        if ledger is not None and out_dir is not None:
             ledger.seal(reason=stop_reason)
+            ledger.export_jsonl(out_dir / LEDGER_EXPORT_FILE)
     finally:
         if metrics_file is not None:
             metrics_file.close()

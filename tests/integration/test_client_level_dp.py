@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from securefed.privacy.accounting import Backend, epsilon_for
 
 from securefed.audit import audit_ledger
 from securefed.config import parse_config
@@ -16,6 +15,7 @@ from securefed.federation import Federation, run_federation
 from securefed.ledger import EntryKind, verify_ledger
 from securefed.ledger.bodies import client_gaussian_event
 from securefed.ledger.canonical import parse_decimal
+from securefed.privacy.accounting import Backend, epsilon_for
 from securefed.privacy.events import ClientGaussianEvent
 from securefed.randomness import DeterministicRandom
 from securefed.secagg.client_input import quantize
@@ -97,10 +97,15 @@ def test_the_server_adds_noise_of_the_stated_scale_to_the_sum(ratings_csv):
     assert c.sensitivity == pytest.approx(1.0 + spec.step * np.sqrt(d))
 
 
-def test_the_federation_budget_stops_the_run_and_the_audit_agrees(ratings_csv, tmp_path):
+@pytest.fixture(scope="module")
+def client_run(ratings_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("client-run") / "run"
     config = parse_config(_sections(ratings_csv))
-    out = tmp_path / "run"
-    result = run_federation(config, out_dir=out, rng=DeterministicRandom(b"f" * 32))
+    return out, run_federation(config, out_dir=out, rng=DeterministicRandom(b"f" * 32))
+
+
+def test_the_federation_budget_stops_the_run_and_the_audit_agrees(client_run):
+    out, result = client_run
     assert "client-level budget is exhausted" in result.stop_reason
     ran = len(result.rounds)
     # Accounted without amplification (q = 1): RDP 2.45 after five rounds (+0.025 margin)
@@ -135,3 +140,24 @@ def test_the_federation_budget_stops_the_run_and_the_audit_agrees(ratings_csv, t
     assert not audit.federation.over_budget
     metrics = [json.loads(x) for x in Path(out / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["epsilon_federation"] == pytest.approx(recorded)
+
+
+def test_one_flipped_byte_in_any_entry_of_a_run_is_named_by_the_audit(client_run):
+    # Every kind a run writes (genesis, plans, mechanisms, spends, countersignatures,
+    # federation spends, releases, the budget stop, the seal): a flipped byte inside any
+    # entry's body fails verification at exactly that entry.
+    out, _ = client_run
+    key = bytes.fromhex((out / "ledger.pub").read_text())
+    entries = verify_ledger(out / "ledger.db", key).entries
+    kinds = {e.kind for e in entries}
+    assert {EntryKind.FEDERATION_SPEND, EntryKind.COUNTERSIGNATURE, EntryKind.SEAL,
+            EntryKind.BUDGET_EXHAUSTED, EntryKind.AGGREGATE_RELEASED} <= kinds  # fmt: skip
+    lines = [e.to_json_line() for e in entries]
+    bad = out.parent / "tampered.jsonl"
+    for i, line in enumerate(lines):
+        at = line.index(b'"body":{') + len(b'"body":{') + 2  # inside the first field name
+        changed = line[:at] + bytes([line[at] ^ 0x01]) + line[at + 1 :]
+        bad.write_bytes(b"".join([*lines[:i], changed, *lines[i + 1 :]]))
+        report = verify_ledger(bad, key)
+        assert not report.ok
+        assert report.first_bad == i, (i, entries[i].kind, report.reason)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from securefed.privacy.accounting import Backend, epsilon_for
 
 from securefed.audit import audit_ledger
 from securefed.cli import main
@@ -27,6 +26,7 @@ from securefed.federation import Federation, read_ledger_state, run_federation
 from securefed.ledger import EntryKind, Ledger, verify_ledger
 from securefed.ledger.bodies import dp_sgd_event
 from securefed.ledger.canonical import parse_decimal, parse_uint
+from securefed.privacy.accounting import Backend, epsilon_for
 from securefed.randomness import DeterministicRandom
 from securefed.secagg.roster import IdentityKey
 from securefed.server.recorder import RoundRecorder
@@ -119,6 +119,10 @@ def test_a_finished_run_leaves_a_sealed_ledger_that_verifies_and_audits(finished
     assert audit.verification.countersignatures == 9
     assert [r.released for r in audit.rounds] == [True, True, True]
     assert result.stop_reason.startswith("federation finished")
+    # The JSON Lines export is the same sealed ledger.
+    export = audit_ledger(out / "ledger.jsonl", key, owner_keys=owner_keys, require_seal=True)
+    assert export.ok
+    assert export.verification.head == audit.verification.head
 
 
 def test_every_spend_is_durable_and_countersigned_before_its_round_is_released(finished_run):
