@@ -432,3 +432,18 @@ def test_resume_refuses_a_checkpoint_the_ledger_does_not_record(ratings_csv, tmp
     with pytest.raises(IntegrityError):
         run_federation(parse_config(sections), out_dir=out, rng=DeterministicRandom(bytes(32)),
                        writer_key=writer, resume=True)  # fmt: skip
+
+
+def test_the_audit_agrees_with_opacus_prv_as_the_independent_backend(finished_run):
+    # PRV is a separate implementation (Opacus), not dp_accounting: it re-accounts the
+    # same spends within the tolerance of the online RDP figures.
+    out, _, _ = finished_run
+    key = bytes.fromhex((out / "ledger.pub").read_text())
+    pld = audit_ledger(out / "ledger.db", key, require_seal=True)
+    prv = audit_ledger(out / "ledger.db", key, require_seal=True, backend=Backend.PRV)
+    assert prv.ok
+    assert prv.audit_backend == "prv"
+    for a, b in zip(pld.owners, prv.owners, strict=True):
+        assert abs(a.independent - b.independent) <= max(0.01 * a.independent, 0.02)
+    with pytest.raises(ValueError, match="differ from the online"):
+        audit_ledger(out / "ledger.db", key, backend=Backend.RDP)
