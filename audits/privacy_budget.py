@@ -95,6 +95,7 @@ def summary(audit: AuditResult) -> list[str]:
         if c.budget is not None and c.independent > c.budget:
             who = "federation" if c.owner_id is None else f"owner {c.owner_id}"
             lines.append(f"OVER BUDGET {who}: independent {c.independent:.6g} > {c.budget:g}")
+    lines.extend(f"INCONSISTENT entry {f.seq}: {f.reason}" for f in audit.findings)
     return lines
 
 
