@@ -201,9 +201,11 @@ def print_audit(audit: AuditResult, console: Console) -> None:
         console.print(f"[bold red]ledger FAILED at entry {v.first_bad}[/]: {v.reason}")
     for warning in v.warnings:
         console.print(f"[yellow]warning[/]: {warning}")
+    checked = "every spend" if audit.every_spend else "each owner's last spend"
     table = Table(
         title=f"epsilon: recorded (online {audit.online_backend}) vs independent "
-        f"({audit.audit_backend}); {audit.distinct_histories} distinct history prefixes accounted"
+        f"({audit.audit_backend}) at {checked}; "
+        f"{audit.distinct_histories} distinct histories accounted"
     )
     for column in ("scope", "unit", "delta", "spends", "recorded", "independent", "tolerance",
                    "budget", "verdict"):  # fmt: skip
@@ -291,6 +293,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         owner_keys=_read_owner_keys(args.owner_keys),
         require_seal=args.require_seal,
         backend=Backend(args.backend) if args.backend else None,
+        every_spend=not args.final_only,
     )
     print_audit(audit, console)
     return 0 if audit.ok else 1
@@ -341,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify.add_argument("--later-head", help="a head held from the federation: SEQ:HASH")
     verify.add_argument("--owner-keys", help="JSON object owner id -> pinned public key (hex)")
     verify.add_argument("--require-seal", action="store_true", help="fail unless sealed")
+    verify.add_argument(
+        "--final-only",
+        action="store_true",
+        help="re-account each owner's last spend only (default: every spend)",
+    )
     verify.add_argument(
         "--backend",
         choices=["pld", "prv", "rdp"],

@@ -635,6 +635,10 @@ def _header(audit: AuditResult, run: _Run, now: datetime) -> str:
         ("countersignatures checked", _e(v.countersignatures)),
         ("accounting", _e(f"online: {audit.online_backend}; audit: {audit.audit_backend}")),
         ("spend histories accounted", _e(f"{audit.distinct_histories} distinct")),
+        (
+            "recorded epsilon checked at",
+            "every spend" if audit.every_spend else "each owner's last spend only",
+        ),
     ]
     if run.directory is not None:
         facts.append(("run directory", _e(run.directory.name)))

@@ -341,7 +341,14 @@ def _pld_step(sampling_rate: float, noise_multiplier: float) -> Any:
     return _gaussian_pld(noise_multiplier, sampling_rate)
 
 
+@lru_cache(maxsize=256)
 def _pld_atom(atom: _Atom, count: int) -> Any:
+    """The PLD of ``count`` steps of one atom, cached across accountants.
+
+    An audit re-accounts many owners whose histories share (atom, count) pairs;
+    PLD objects are immutable, so sharing them is safe. At most 256 are kept
+    (each holds a PMF of up to a few MB).
+    """
     q, sigma = atom
     if q == 1.0:
         # count Gaussians of std sigma = one Gaussian of std sigma / sqrt(count), exactly;

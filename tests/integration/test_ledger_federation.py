@@ -7,6 +7,7 @@ Every test runs the real client and server code on a small data set (30 users,
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import subprocess
@@ -447,3 +448,14 @@ def test_the_audit_agrees_with_opacus_prv_as_the_independent_backend(finished_ru
         assert abs(a.independent - b.independent) <= max(0.01 * a.independent, 0.02)
     with pytest.raises(ValueError, match="differ from the online"):
         audit_ledger(out / "ledger.db", key, backend=Backend.RDP)
+
+
+def test_final_only_audit_checks_each_owners_last_spend(finished_run):
+    out, _, _ = finished_run
+    key = bytes.fromhex((out / "ledger.pub").read_text())
+    audit = audit_ledger(out / "ledger.db", key, every_spend=False)
+    assert audit.ok
+    assert not audit.every_spend
+    for check in audit.owners:
+        assert all(math.isnan(p.independent) for p in check.series[:-1])
+        assert check.independent == check.series[-1].independent <= check.recorded
