@@ -7,8 +7,8 @@ Every test runs the real client and server code on a small data set (30 users,
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 import os
 import subprocess
 import sys
