@@ -213,8 +213,8 @@ _FEDERATION = -1
 class _OwnerSpends:
     unit: PrivacyUnit
     delta: float
-    points: list[tuple[int, PrivacyEvent, float, float]] = field(default_factory=list)
-    """(round id, event, recorded epsilon, the delta it is stated at)."""
+    points: list[tuple[int, PrivacyEvent, float, float, int]] = field(default_factory=list)
+    """(round id, event, recorded epsilon, the delta it is stated at, entry seq)."""
 
 
 @dataclass(slots=True)
@@ -269,7 +269,9 @@ def _collect(
             fed_event = client_gaussian_event(body)
             delta = parse_decimal(body["delta"])
             spends = owners.setdefault(_FEDERATION, _OwnerSpends(unit=fed_event.unit, delta=delta))
-            spends.points.append((r, fed_event, parse_decimal(body["epsilon_after"]), delta))
+            spends.points.append(
+                (r, fed_event, parse_decimal(body["epsilon_after"]), delta, entry.seq)
+            )
         else:  # SPEND
             event = dp_sgd_event(body)
             owner = parse_uint(body["owner_id"])
@@ -280,7 +282,7 @@ def _collect(
                     Finding(entry.seq, f"owner {owner}'s spends mix privacy units (not accounted)")
                 )
                 continue
-            spends.points.append((r, event, parse_decimal(body["epsilon_after"]), delta))
+            spends.points.append((r, event, parse_decimal(body["epsilon_after"]), delta, entry.seq))
     return owners, rounds, stops, findings
 
 
@@ -451,7 +453,6 @@ def audit_ledger(
         raise ValueError(f"the audit backend must differ from the online one ({online.value})")
     owners, rounds, stops, findings = _collect(entries)
     findings += _consistency(entries, config)
-    findings.sort(key=lambda f: f.seq)
     budget = _config_budget(config)
     cache = _HistoryCache(audit)
     checks = []
@@ -461,17 +462,16 @@ def audit_ledger(
         accountant = new_accountant(audit)
         counts: Counter[PrivacyEvent] = Counter()
         series = []
-        for i, (round_id, event, recorded, delta) in enumerate(spends.points):
+        for i, (round_id, event, recorded, delta, seq) in enumerate(spends.points):
             accountant.compose(event)
             counts[event] += 1
-            checked = every_spend or i == len(spends.points) - 1
-            series.append(
-                SpendPoint(
-                    round_id=round_id,
-                    recorded=recorded,
-                    independent=cache.epsilon(counts, accountant, delta) if checked else math.nan,
-                )
-            )
+            independent = math.nan
+            if every_spend or i == len(spends.points) - 1:
+                try:
+                    independent = cache.epsilon(counts, accountant, delta)
+                except ValueError as exc:  # the audit backend cannot evaluate this history
+                    findings.append(Finding(seq, f"cannot be re-accounted: {exc}"))
+            series.append(SpendPoint(round_id=round_id, recorded=recorded, independent=independent))
         last = series[-1]
         is_federation = owner_id == _FEDERATION
         check = EpsilonCheck(
@@ -481,7 +481,9 @@ def audit_ledger(
             delta=spends.delta,
             recorded=last.recorded,
             independent=last.independent,
-            tolerance=audit_tolerance(last.independent),
+            tolerance=audit_tolerance(last.independent)
+            if math.isfinite(last.independent)
+            else math.nan,
             budget=_config_budget(config, "client_privacy") if is_federation else budget,
             series=tuple(series),
         )
@@ -489,6 +491,7 @@ def audit_ledger(
             federation = check
         else:
             checks.append(check)
+    findings.sort(key=lambda f: f.seq)
     round_records = tuple(
         RoundRecord(
             round_id=r,

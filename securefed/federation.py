@@ -216,7 +216,8 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
         if p.target_epsilon is None:
             raise ConfigError("privacy: set noise_multiplier or target_epsilon")
         spendable = Budget(epsilon=_budget_epsilon(config), delta=p.delta).spendable
-        target = min(p.target_epsilon, spendable)
+        # A hair below, so that float rounding can never refuse the last planned round.
+        target = min(p.target_epsilon, spendable) * (1 - 1e-9)
         sigma = calibrate_noise_multiplier(
             epsilon=target, delta=p.delta, sampling_rate=t.sampling_rate, steps=steps
         )

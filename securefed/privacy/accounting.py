@@ -84,6 +84,29 @@ estimate drifts up by up to 0.16 at small epsilon over 1e5 steps (measured, see
 benchmarks/results/accounting.md); 1e-4 stays within about 0.01 of PRV, and a
 1e5-step history still takes about a second."""
 
+PLD_MAX_EPSILON = 100.0
+"""PLD refuses (ValueError) a history whose RDP epsilon exceeds this: its loss grid
+would not fit in memory, and such a history is far beyond any budget."""
+
+
+def pld_interval(total_steps: int) -> float:
+    """The PLD loss-grid step for a history of ``total_steps`` steps.
+
+    ``PLD_VALUE_DISCRETIZATION_INTERVAL`` up to 1e5 steps, then ten times finer per
+    decade (1e-5 up to 1e6, 1e-6 beyond): the pessimistic rounding's upward drift
+    grows with the number of compositions (at 1e-4 nats, 1e6 tiny-loss steps
+    over-state epsilon by about 0.05, beyond the audit tolerance).
+    """
+    if total_steps <= 100_000:
+        return PLD_VALUE_DISCRETIZATION_INTERVAL
+    if total_steps <= 1_000_000:
+        return PLD_VALUE_DISCRETIZATION_INTERVAL / 10
+    return PLD_VALUE_DISCRETIZATION_INTERVAL / 100
+
+
+MAX_TOTAL_STEPS = 1 << 53
+"""Most steps a history may hold: beyond it counts and float sums lose precision."""
+
 PRV_EPS_ERROR = 0.01
 """Opacus PRV ``eps_error`` (its default): the reported upper bound sits up to
 this much above the estimate; ``delta_error`` is Opacus's default ``delta/1000``."""
@@ -134,9 +157,11 @@ def backend_error_bound(backend: Backend) -> str:
     if backend is Backend.PLD:
         return (
             "PLD: a pessimistic (upper-bound) connect-the-dots discretisation at "
-            f"{PLD_VALUE_DISCRETIZATION_INTERVAL:g} nats whose overestimate grows with the "
-            "number of compositions (up to ~0.02 over 1e5 tiny-loss steps), with at most "
-            "1e-15 tail mass per composition moved to the infinite loss (counted in delta)."
+            f"{PLD_VALUE_DISCRETIZATION_INTERVAL:g} nats up to 1e5 steps (ten times finer "
+            "per further decade) whose overestimate grows with the number of compositions "
+            "(up to ~0.02 over 1e5 tiny-loss steps), with at most 1e-15 tail mass per "
+            "composition moved to the infinite loss (counted in delta); histories whose "
+            f"RDP epsilon exceeds {PLD_MAX_EPSILON:g} are refused."
         )
     if backend is Backend.PRV:
         return (
@@ -244,12 +269,26 @@ class Accountant(ABC):
 
         Raises:
             ValueError: ``delta`` is not in (0, 1), or the backend cannot evaluate
-                this history (named in the message).
+                this history (named in the message): more than ``MAX_TOTAL_STEPS``
+                steps, a loss range beyond what it can hold, or no finite result.
         """
         _check_delta(delta)
         if not self._counts:
             return 0.0
-        return max(0.0, float(self._epsilon(delta)))
+        if self.steps > MAX_TOTAL_STEPS:
+            raise ValueError(
+                f"{self.backend.value}: {self.steps} steps is beyond what the accountant "
+                f"resolves (at most {MAX_TOTAL_STEPS})"
+            )
+        try:
+            value = float(self._epsilon(delta))
+        except MemoryError:
+            raise ValueError(
+                f"{self.backend.value}: this history's loss range does not fit in memory"
+            ) from None
+        if math.isnan(value):
+            raise ValueError(f"{self.backend.value}: the accountant returned NaN")
+        return max(0.0, value)
 
     def copy(self) -> Self:
         """An independent copy (for dry runs); cached immutable state is shared."""
@@ -283,7 +322,10 @@ def _rdp_curve(sampling_rate: float, noise_multiplier: float) -> npt.NDArray[np.
     """RDP of one Poisson-subsampled Gaussian step at each order (read-only, cached)."""
     acc = rdp.RdpAccountant(orders=_RDP_ORDERS)
     acc.compose(PoissonSampledDpEvent(sampling_rate, GaussianDpEvent(noise_multiplier)))
-    curve: npt.NDArray[np.float64] = np.asarray(acc.rdp, dtype=np.float64)
+    # dp_accounting's per-step RDP can come out as -1e-25 at high orders for tiny q;
+    # RDP is never negative, and a negative value summed over huge counts would
+    # lower epsilon (adding events must never do that).
+    curve: npt.NDArray[np.float64] = np.maximum(np.asarray(acc.rdp, dtype=np.float64), 0.0)
     curve.setflags(write=False)
     return curve
 
@@ -322,39 +364,39 @@ class RdpAccountant(Accountant):
 # --- PLD --------------------------------------------------------------------------------
 
 
-def _gaussian_pld(noise_multiplier: float, sampling_rate: float) -> Any:
+def _gaussian_pld(noise_multiplier: float, sampling_rate: float, interval: float) -> Any:
     return pld_lib.from_gaussian_mechanism(
         standard_deviation=noise_multiplier,
         sampling_prob=sampling_rate,
-        value_discretization_interval=PLD_VALUE_DISCRETIZATION_INTERVAL,
+        value_discretization_interval=interval,
         pessimistic_estimate=True,
         use_connect_dots=True,
     )
 
 
 @lru_cache(maxsize=64)
-def _pld_step(sampling_rate: float, noise_multiplier: float) -> Any:
+def _pld_step(sampling_rate: float, noise_multiplier: float, interval: float) -> Any:
     """The (immutable) PLD of one subsampled Gaussian step, cached.
 
     Building it costs 0.05-1.5 s, about as much as self-composing it 1e5 times.
     """
-    return _gaussian_pld(noise_multiplier, sampling_rate)
+    return _gaussian_pld(noise_multiplier, sampling_rate, interval)
 
 
-@lru_cache(maxsize=256)
-def _pld_atom(atom: _Atom, count: int) -> Any:
+@lru_cache(maxsize=16)
+def _pld_atom(atom: _Atom, count: int, interval: float) -> Any:
     """The PLD of ``count`` steps of one atom, cached across accountants.
 
     An audit re-accounts many owners whose histories share (atom, count) pairs;
-    PLD objects are immutable, so sharing them is safe. At most 256 are kept
-    (each holds a PMF of up to a few MB).
+    PLD objects are immutable, so sharing them is safe. Few are kept: each holds
+    a loss PMF of up to tens of MB.
     """
     q, sigma = atom
     if q == 1.0:
         # count Gaussians of std sigma = one Gaussian of std sigma / sqrt(count), exactly;
         # no discretisation error accumulates over the compositions.
-        return _gaussian_pld(sigma / math.sqrt(count), 1.0)
-    return _pld_step(q, sigma).self_compose(count)
+        return _gaussian_pld(sigma / math.sqrt(count), 1.0, interval)
+    return _pld_step(q, sigma, interval).self_compose(count)
 
 
 class PldAccountant(Accountant):
@@ -370,7 +412,7 @@ class PldAccountant(Accountant):
 
     def __init__(self) -> None:
         super().__init__()
-        self._atom_plds: dict[_Atom, tuple[int, Any]] = {}
+        self._atom_plds: dict[_Atom, tuple[int, float, Any]] = {}
         self._composed: Any = None
 
     def _added(self, atoms: tuple[tuple[_Atom, int], ...]) -> None:
@@ -382,15 +424,30 @@ class PldAccountant(Accountant):
     def distribution(self) -> Any:
         """The composed dp_accounting ``PrivacyLossDistribution`` (None when empty)."""
         if self._composed is None and self._counts:
+            self._check_range()
+            interval = pld_interval(self.steps)
             composed = None
             for atom, n in sorted(self._counts.items()):
                 cached = self._atom_plds.get(atom)
-                if cached is None or cached[0] != n:
-                    cached = (n, _pld_atom(atom, n))
+                if cached is None or cached[0] != n or cached[1] != interval:
+                    cached = (n, interval, _pld_atom(atom, n, interval))
                     self._atom_plds[atom] = cached
-                composed = cached[1] if composed is None else composed.compose(cached[1])
+                composed = cached[2] if composed is None else composed.compose(cached[2])
             self._composed = composed
         return self._composed
+
+    def _check_range(self) -> None:
+        """Refuse a history whose loss grid would not fit: RDP bounds its epsilon."""
+        bound = RdpAccountant()
+        bound._counts = dict(self._counts)
+        bound._unit = self._unit
+        bound._added(tuple(self._counts.items()))
+        rdp_epsilon = bound._epsilon(1e-5)
+        if not rdp_epsilon <= PLD_MAX_EPSILON:
+            raise ValueError(
+                f"pld: the history's RDP epsilon at delta 1e-5 is {rdp_epsilon:.4g}, beyond "
+                f"the {PLD_MAX_EPSILON:g} PLD evaluates"
+            )
 
     def _epsilon(self, delta: float) -> float:
         return float(self.distribution().get_epsilon_for_delta(delta))
