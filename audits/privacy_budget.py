@@ -22,25 +22,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from securefed.audit import AuditResult, audit_ledger
+from securefed.audit import AuditResult, audit_ledger, read_public_key
 from securefed.errors import SecurefedError
 from securefed.privacy.accounting import Backend
 from securefed.report import write_report
 
-KEY_BYTES = 32
-
-
-def read_pubkey(value: str) -> bytes:
-    """The writer's pinned key: hex, or a file holding the hex on one line."""
-    path = Path(value)
-    text = path.read_text(encoding="ascii").strip() if path.is_file() else value.strip()
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ValueError("--pubkey: not hex (nor a file holding hex)") from None
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"--pubkey: expected {KEY_BYTES} bytes, got {len(key)}")
-    return key
+read_pubkey = read_public_key
+"""The writer's pinned key: hex, or a file holding the hex on one line."""
 
 
 def main(

@@ -10,12 +10,15 @@ absolute, whichever is larger) is under-reporting, and fails the audit.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from securefed.errors import ConfigError
 from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
 from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
 from securefed.ledger.entry import Countersignature, Entry, EntryKind
@@ -28,6 +31,8 @@ from securefed.privacy.accounting import (
     new_accountant,
 )
 from securefed.privacy.events import PrivacyEvent, PrivacyUnit
+from securefed.run_files import LEDGER_FILE, LEDGER_KEY_FILE, OWNER_KEYS_FILE
+from securefed.secagg.primitives import KEY_BYTES
 
 __all__ = [
     "AuditResult",
@@ -36,6 +41,9 @@ __all__ = [
     "RoundRecord",
     "SpendPoint",
     "audit_ledger",
+    "audit_run_dir",
+    "read_owner_keys",
+    "read_public_key",
 ]
 
 
@@ -516,4 +524,61 @@ def audit_ledger(
         distinct_histories=cache.distinct,
         findings=tuple(findings),
         every_spend=every_spend,
+    )
+
+
+def read_public_key(text: str, *, option: str = "--pubkey") -> bytes:
+    """A pinned Ed25519 public key given as hex, or as a file holding the hex.
+
+    Raises:
+        ConfigError: not 32 bytes of hex (nor a file holding them); names ``option``.
+    """
+    candidate = Path(text)
+    raw = candidate.read_text().strip() if candidate.is_file() else text.strip()
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise ConfigError(f"{option}: expected 64 hex digits or a file holding them") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"{option}: an Ed25519 public key is 32 bytes (64 hex digits)")
+    return key
+
+
+def read_owner_keys(path: str | os.PathLike[str]) -> dict[int, bytes]:
+    """Owners' pinned public keys from a JSON object ``{"<owner id>": "<hex>"}``.
+
+    Raises:
+        ConfigError: unreadable, not such an object, or a key that is not 32 bytes.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        keys = {int(k): bytes.fromhex(v) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{path}: expected a JSON object owner id -> hex key ({exc})") from None
+    if any(len(k) != KEY_BYTES for k in keys.values()):
+        raise ConfigError(f"{path}: every owner key must be 32 bytes")
+    return keys
+
+
+def audit_run_dir(
+    run_dir: str | os.PathLike[str],
+    *,
+    pubkey: str | None = None,
+    require_seal: bool = True,
+) -> AuditResult:
+    """Audit the ledger a ``securefed simulate`` run directory holds.
+
+    Pins the writer key from ``pubkey`` (hex or a file; default: the directory's
+    ``ledger.pub``) and, when the directory has them, the owners' keys.
+
+    Raises:
+        ConfigError: a key file is malformed.
+    """
+    directory = Path(run_dir)
+    owner_keys = directory / OWNER_KEYS_FILE
+    return audit_ledger(
+        directory / LEDGER_FILE,
+        read_public_key(pubkey or str(directory / LEDGER_KEY_FILE)),
+        owner_keys=read_owner_keys(owner_keys) if owner_keys.is_file() else None,
+        require_seal=require_seal,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -16,6 +15,13 @@ from rich.console import Console
 
 from securefed import __version__
 from securefed.errors import ConfigError, SecurefedError
+from securefed.run_files import (
+    CONFIG_FILE,
+    LEDGER_FILE,
+    LEDGER_KEY_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+)
 
 if TYPE_CHECKING:
     from securefed.audit import AuditResult, EpsilonCheck
@@ -107,52 +113,18 @@ def _simulate(config_path: str, out: str) -> int:
     console.print(table)
     if result.stop_reason:
         console.print(f"Stopped: {result.stop_reason}.")
-    from securefed.audit import audit_ledger
+    from securefed.audit import audit_run_dir
     from securefed.report import write_report
 
-    run_dir = Path(out)
-    audit = audit_ledger(
-        run_dir / "ledger.db",
-        _read_key(str(run_dir / "ledger.pub")),
-        owner_keys=_read_owner_keys(str(run_dir / "owner_keys.json")),
-        require_seal=True,
-    )
+    audit = audit_run_dir(out)
     print_audit(audit, console)
-    report = write_report(run_dir, audit)
+    report = write_report(Path(out), audit)
+    written = [METRICS_FILE, CONFIG_FILE, SUMMARY_FILE, LEDGER_FILE, LEDGER_KEY_FILE]
     console.print(
         "Held-out metrics are released without noise: they are outside the DP guarantee. "
-        f"Written: {out}/metrics.jsonl, {out}/config.toml, {out}/summary.json, "
-        f"{out}/ledger.db (key {out}/ledger.pub), {report}"
+        f"Written: {', '.join(f'{out}/{name}' for name in written)}, {report}"
     )
     return 0 if audit.ok else 1
-
-
-def _read_key(text: str) -> bytes:
-    """A 32-byte public key given as hex or as a file holding the hex."""
-    candidate = Path(text)
-    raw = candidate.read_text().strip() if candidate.is_file() else text.strip()
-    try:
-        key = bytes.fromhex(raw)
-    except ValueError:
-        raise ConfigError("--pubkey: expected 64 hex digits or a file holding them") from None
-    if len(key) != 32:
-        raise ConfigError("--pubkey: an Ed25519 public key is 32 bytes (64 hex digits)")
-    return key
-
-
-def _read_owner_keys(path: str | None) -> dict[int, bytes] | None:
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-        keys = {int(k): bytes.fromhex(v) for k, v in data.items()}
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise ConfigError(
-            f"--owner-keys {path}: expected a JSON object id -> hex key ({exc})"
-        ) from None
-    if any(len(k) != 32 for k in keys.values()):
-        raise ConfigError(f"--owner-keys {path}: every key must be 32 bytes")
-    return keys
 
 
 def _read_head(text: str | None) -> tuple[int, bytes] | None:
@@ -279,15 +251,15 @@ def print_audit(audit: AuditResult, console: Console) -> None:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from securefed.audit import audit_ledger
+    from securefed.audit import audit_ledger, read_owner_keys, read_public_key
     from securefed.privacy.accounting import Backend
 
     console = Console()
     audit = audit_ledger(
         args.ledger,
-        _read_key(args.pubkey),
+        read_public_key(args.pubkey),
         later_head=_read_head(args.later_head),
-        owner_keys=_read_owner_keys(args.owner_keys),
+        owner_keys=read_owner_keys(args.owner_keys) if args.owner_keys else None,
         require_seal=args.require_seal,
         backend=Backend(args.backend) if args.backend else None,
         every_spend=not args.final_only,
@@ -297,19 +269,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from securefed.audit import audit_ledger
+    from securefed.audit import audit_run_dir
     from securefed.report import write_report
 
-    run_dir = Path(args.run_dir)
-    audit = audit_ledger(
-        run_dir / "ledger.db",
-        _read_key(args.pubkey or str(run_dir / "ledger.pub")),
-        owner_keys=_read_owner_keys(str(run_dir / "owner_keys.json"))
-        if (run_dir / "owner_keys.json").is_file()
-        else None,
-        require_seal=not args.allow_unsealed,
-    )
-    out = write_report(run_dir, audit, out=Path(args.out) if args.out else None)
+    audit = audit_run_dir(args.run_dir, pubkey=args.pubkey, require_seal=not args.allow_unsealed)
+    out = write_report(Path(args.run_dir), audit, out=Path(args.out) if args.out else None)
     Console().print(f"report: {out} ({'audit passed' if audit.ok else 'AUDIT FAILED'})")
     return 0 if audit.ok else 1
 

@@ -81,6 +81,16 @@ from securefed.privacy.accounting import ONLINE_DEFAULT
 from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent, PrivacyUnit
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
+from securefed.run_files import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LEDGER_EXPORT_FILE,
+    LEDGER_FILE,
+    LEDGER_KEY_FILE,
+    METRICS_FILE,
+    OWNER_KEYS_FILE,
+    SUMMARY_FILE,
+)
 from securefed.secagg.context import PROTOCOL_VERSION, RoundContext, SecAggParams
 from securefed.secagg.graph import ThreatModel
 from securefed.secagg.primitives import ct_equal
@@ -708,15 +718,6 @@ class Federation:
         return [o.epsilon() for o in self.owners.values()]
 
 
-LEDGER_FILE = "ledger.db"
-LEDGER_KEY_FILE = "ledger.pub"
-LEDGER_EXPORT_FILE = "ledger.jsonl"
-"""The sealed ledger as JSON Lines (protocols/ledger.md §4.2), for auditors without SQLite."""
-CHECKPOINT_FILE = "checkpoint.pt"
-OWNER_KEYS_FILE = "owner_keys.json"
-"""The owners' public identity keys (the roster's), pinned by an audit of countersignatures."""
-
-
 def _canonical_config(config: SecurefedConfig, root: Path | None) -> dict[str, CanonicalValue]:
     """The resolved configuration (every default explicit, the data path absolute)."""
     value = to_canonical(_resolved_config(config, root).model_dump(mode="json"))
@@ -936,10 +937,10 @@ def run_federation(
                 json.dumps({str(i): k.public_key.hex() for i, k in sorted(fed.identities.items())})
             )
             fed.bind_ledger(RoundRecorder(ledger))
-            (out_dir / "config.toml").write_text(
+            (out_dir / CONFIG_FILE).write_text(
                 write_toml(_resolved_config(config, root).model_dump(mode="json"))
             )
-        metrics_file = (out_dir / "metrics.jsonl").open("a" if resume else "w", encoding="utf-8")
+        metrics_file = (out_dir / METRICS_FILE).open("a" if resume else "w", encoding="utf-8")
     try:
         for r in range(first_round, config.federation.rounds + 1):
             plan = fed.coordinator.plan(
@@ -992,7 +993,7 @@ def run_federation(
             ledger.close()
     result.stop_reason = stop_reason
     if out_dir is not None and result.final_test is not None:
-        (out_dir / "summary.json").write_text(
+        (out_dir / SUMMARY_FILE).write_text(
             json.dumps(
                 {
                     "final_test": result.final_test,

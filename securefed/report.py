@@ -37,24 +37,14 @@ from securefed.audit import AuditResult, EpsilonCheck, RoundRecord
 from securefed.errors import DataError
 from securefed.evaluation import SAMPLED_NEGATIVES
 from securefed.ledger.entry import EntryKind
+from securefed.run_files import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = [
-    "CONFIG_FILE",
-    "METRICS_FILE",
-    "REPORT_FILE",
-    "SUMMARY_FILE",
-    "render_report",
-    "write_report",
-]
+__all__ = ["render_report", "write_report"]
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.toml"
-REPORT_FILE = "report.html"
 
 LISTED_OWNERS = 30
 """Up to this many owners the privacy table lists every one; above, a summary and the top."""
