@@ -28,14 +28,12 @@ from securefed.evaluation import (
 from securefed.ledger import Countersignature, Entry, EntryKind
 from securefed.ledger.bodies import spend_body
 from securefed.ledger.canonical import encode
-from securefed.ledger.entry import entry_hash
 from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
 from securefed.plan import RoundPlan
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
-from securefed.secagg.primitives import ct_equal, ed25519_verify
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey
 
@@ -228,16 +226,10 @@ class DataOwner:
             raise refuse
         # The hash it countersigns must be the hash of exactly this entry (body, seq,
         # history), and the entry must be signed by the pinned writer key.
-        message = entry.message(ledger_id)
-        if not ct_equal(entry_hash(message, entry.signer_key, entry.signature), entry.entry_hash):
-            raise refuse
-        if self._writer_key is not None:
-            if not ct_equal(entry.signer_key, self._writer_key):
-                raise refuse
-            try:
-                ed25519_verify(self._writer_key, entry.signature, message)
-            except IntegrityError:
-                raise refuse from None
+        try:
+            entry.check_signed(ledger_id, self._writer_key)
+        except IntegrityError:
+            raise refuse from None
         if entry.seq <= max(self._last_seq, self.head[0] if self.head else -1):
             raise refuse
         receipt = Countersignature.sign(

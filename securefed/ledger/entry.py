@@ -179,6 +179,24 @@ class Entry:
             body=self.body,
         )
 
+    def check_signed(self, ledger_id: bytes, writer_key: bytes | None = None) -> None:
+        """Check this one entry on its own: its stored hash, and who signed it.
+
+        ``entry_hash`` must be the hash of exactly this entry in ``ledger_id``
+        (§2.3); given ``writer_key``, the entry must name it as signer and carry its
+        valid signature (§2.2). The chain around the entry is :func:`verify_ledger`'s.
+
+        Raises:
+            IntegrityError: any check fails.
+        """
+        message = self.message(ledger_id)
+        if not ct_equal(entry_hash(message, self.signer_key, self.signature), self.entry_hash):
+            raise IntegrityError()
+        if writer_key is not None:
+            if not ct_equal(self.signer_key, writer_key):
+                raise IntegrityError()
+            ed25519_verify(writer_key, self.signature, message)
+
     def to_json_line(self) -> bytes:
         """This entry as one line of the JSON Lines export (§4), newline included."""
         record: dict[str, CanonicalValue] = {

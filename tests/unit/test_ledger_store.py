@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import subprocess
@@ -426,3 +427,26 @@ def test_open_refuses_files_that_are_no_ledger(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     finally:
         db.close()
+
+
+def test_an_entry_checks_its_own_hash_and_signer(ledger: Ledger) -> None:
+    entry = ledger.append(EntryKind.SPEND, spend())
+    entry.check_signed(ledger.ledger_id)
+    entry.check_signed(ledger.ledger_id, WRITER.public_key)
+    other_body = dataclasses.replace(entry, body=entry.body.replace(b'"0.5"', b'"0.4"'))
+    with pytest.raises(IntegrityError):
+        other_body.check_signed(ledger.ledger_id)  # the stored hash is of another body
+    with pytest.raises(IntegrityError):
+        entry.check_signed(bytes(32))  # another ledger
+    with pytest.raises(IntegrityError):
+        entry.check_signed(ledger.ledger_id, OWNER.public_key)  # not the pinned writer
+    forged = dataclasses.replace(entry, signature=bytes(64))
+    rehashed = dataclasses.replace(
+        forged,
+        entry_hash=hashlib.sha256(
+            forged.message(ledger.ledger_id) + forged.signer_key + forged.signature
+        ).digest(),
+    )
+    rehashed.check_signed(ledger.ledger_id)  # self-consistent without a pinned key ...
+    with pytest.raises(IntegrityError):
+        rehashed.check_signed(ledger.ledger_id, WRITER.public_key)  # ... but not signed
