@@ -627,14 +627,9 @@ class Federation:
         Uses the coordinator's view of each owner's recorded spends and the
         configured budget; each owner still checks its own accountant and policy.
         """
-        if plan.noise_multiplier == 0 or not self.server_view:
+        event = plan.dp_event()
+        if event is None or not self.server_view:
             return set(self.owners)
-        event = DpSgdEvent(
-            sampling_rate=plan.sampling_rate,
-            noise_multiplier=plan.noise_multiplier,
-            steps=plan.steps,
-            unit=plan.unit,
-        )
         fits = set()
         for oid, accountant in self.server_view.items():
             try:

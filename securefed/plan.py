@@ -14,7 +14,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-from securefed.privacy.events import PrivacyUnit
+from securefed.privacy.events import DpSgdEvent, PrivacyUnit
 from securefed.secagg.encoding import Writer
 
 __all__ = ["MAX_LOCAL_EPOCHS", "MAX_NEGATIVES", "RoundPlan", "f64", "positive", "steps_per_round"]
@@ -97,6 +97,17 @@ class RoundPlan:
     def steps(self) -> int:
         """DP-SGD steps per round: ``local_epochs * ceil(1 / q)`` (one epoch is 1/q steps)."""
         return steps_per_round(self.local_epochs, self.sampling_rate)
+
+    def dp_event(self) -> DpSgdEvent | None:
+        """What one owner's round under this plan spends (None for noise 0: not private)."""
+        if self.noise_multiplier == 0:
+            return None
+        return DpSgdEvent(
+            sampling_rate=self.sampling_rate,
+            noise_multiplier=self.noise_multiplier,
+            steps=self.steps,
+            unit=self.unit,
+        )
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes`."""

@@ -62,8 +62,7 @@ class AcceptedRound:
     """
 
     plan: RoundPlan
-    sampling_rate: float
-    steps: int
+    """Its sampling rate and steps are the round's (``plan.sampling_rate``, ``plan.steps``)."""
     event: DpSgdEvent | None
     epsilon_after: float
 
@@ -172,22 +171,13 @@ class DataOwner:
                 f"after the last accepted round {self._last_round} (replay)"
             )
         accept_plan(self.policy, plan)
-        rate, steps = plan.sampling_rate, plan.steps
-        event: DpSgdEvent | None = None
+        event = plan.dp_event()  # its unit is the policy's (accept_plan checked)
         epsilon = math.inf
-        if plan.noise_multiplier > 0:
+        if event is not None:
             if self.accountant is None:
                 raise ValueError("a DP plan needs the owner's budget")
-            event = DpSgdEvent(
-                sampling_rate=rate,
-                noise_multiplier=plan.noise_multiplier,
-                steps=steps,
-                unit=self.policy.unit,
-            )
             epsilon = self.accountant.spend(event)
-        accepted = AcceptedRound(
-            plan=plan, sampling_rate=rate, steps=steps, event=event, epsilon_after=epsilon
-        )
+        accepted = AcceptedRound(plan=plan, event=event, epsilon_after=epsilon)
         self.accepted.append(accepted)
         self._last_round = plan.round_id
         self._pending = accepted
@@ -323,8 +313,8 @@ class DataOwner:
         plan = accepted.plan
         if accepted.event is None:
             stats = self.trainer.train_nonprivate(
-                rate=accepted.sampling_rate,
-                steps=accepted.steps,
+                rate=plan.sampling_rate,
+                steps=plan.steps,
                 learning_rate=plan.learning_rate,
                 negatives=plan.negatives,
                 optimizer=optimizer,

@@ -160,3 +160,16 @@ def test_plan_digest_covers_every_field():
     digests = {p.digest() for p in changed}
     assert base.digest() not in digests
     assert len(digests) == len(changed)
+
+
+def test_a_plan_names_the_event_an_owner_spends():
+    plan = _plan()
+    event = plan.dp_event()
+    assert event is not None
+    assert (event.sampling_rate, event.noise_multiplier, event.steps, event.unit) == (
+        plan.sampling_rate,
+        plan.noise_multiplier,
+        plan.steps,
+        plan.unit,
+    )
+    assert _plan(noise_multiplier=0.0).dp_event() is None
