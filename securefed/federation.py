@@ -22,7 +22,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,8 +315,6 @@ class Federation:
         self._rng = rng or OsRandom()
         self._streams = stream_rng or self._rng
         self.recorder: RoundRecorder | None = None
-        self.exhausted: set[int] = set()
-        """Owners whose budget stopped them (recorded in the ledger when there is one)."""
         self.server_view: dict[int, OwnerAccountant] = {}
         """The coordinator's own accountant per owner (from the spends it recorded), for its
         check before each round; the owners' accountants stay authoritative."""
@@ -485,12 +483,12 @@ class Federation:
         refused = {"policy": 0, "budget": 0}
         client_seconds: dict[int, float] = {}
         accepted: dict[int, AcceptedRound] = {}
-        affordable = self.affordable(plan)
+        affordable = self.affordable(plan, cohort)
         for oid in cohort:
             owner = self.owners[oid]
             if oid not in affordable:  # the server's own check: the owner is not asked
                 refused["budget"] += 1
-                self._owner_exhausted(owner, round_id)
+                self._owner_exhausted(oid, round_id)
                 continue
             start = time.process_time()
             try:
@@ -499,7 +497,7 @@ class Federation:
                 refused["policy"] += 1
             except PrivacyBudgetExceeded:
                 refused["budget"] += 1
-                self._owner_exhausted(owner, round_id)
+                self._owner_exhausted(oid, round_id)
             client_seconds[oid] = time.process_time() - start
         event = next((a.event for a in accepted.values() if a.event is not None), None)
         for oid, acc in accepted.items():
@@ -621,34 +619,41 @@ class Federation:
         accountant = self.federation_accountant
         return None if accountant is None else accountant.epsilon()
 
-    def affordable(self, plan: RoundPlan) -> set[int]:
-        """The owners whose budget the plan's event fits (the coordinator's dry run).
+    def affordable(self, plan: RoundPlan, owners: Iterable[int]) -> set[int]:
+        """Those of ``owners`` whose budget the plan's event fits (the coordinator's dry run).
 
         Uses the coordinator's view of each owner's recorded spends and the
         configured budget; each owner still checks its own accountant and policy.
         """
         event = plan.dp_event()
         if event is None or not self.server_view:
-            return set(self.owners)
-        fits = set()
-        for oid, accountant in self.server_view.items():
-            try:
-                accountant.check(event)
-            except PrivacyBudgetExceeded:
-                continue
-            fits.add(oid)
-        return fits
+            return set(owners)
+        return {oid for oid in owners if self._fits(oid, event)}
 
-    def _owner_exhausted(self, owner: DataOwner, round_id: int) -> None:
-        self.exhausted.add(owner.owner_id)
-        budget = owner.policy.budget
-        if self.recorder is not None and budget is not None:
+    def can_run(self, plan: RoundPlan) -> bool:
+        """Whether any owner's budget fits the plan (stops at the first that does)."""
+        event = plan.dp_event()
+        if event is None or not self.server_view:
+            return True
+        return any(self._fits(oid, event) for oid in self.server_view)
+
+    def _fits(self, owner_id: int, event: DpSgdEvent) -> bool:
+        try:
+            self.server_view[owner_id].check(event)
+        except PrivacyBudgetExceeded:
+            return False
+        return True
+
+    def _owner_exhausted(self, owner_id: int, round_id: int) -> None:
+        """Record (once) that ``owner_id`` cannot afford ``round_id``, in the server's figures."""
+        view = self.server_view.get(owner_id)
+        if self.recorder is not None and view is not None:
             self.recorder.owner_exhausted(
-                owner.owner_id,
+                owner_id,
                 round_id=round_id,
-                epsilon_spent=owner.epsilon(),
-                epsilon_budget=budget.epsilon,
-                delta=budget.delta,
+                epsilon_spent=view.epsilon(),
+                epsilon_budget=view.budget.epsilon,
+                delta=view.budget.delta,
             )
 
     def _send_head(self) -> None:
@@ -778,19 +783,15 @@ def _write_checkpoint(fed: Federation, path: Path, round_id: int) -> None:
     private user embeddings saved are DP-SGD outputs (covered by each owner's
     record- or person-level guarantee). The ledger's model hash authenticates it.
     """
-    strategy = fed.coordinator.strategy
     state: dict[str, Any] = {
         "round": round_id,
         "weights": torch.from_numpy(fed.coordinator.weights.copy()),
+        "strategy": {k: torch.from_numpy(v) for k, v in fed.coordinator.strategy.state().items()},
         "owners": {
             oid: {k: v for k, v in o.model.state_dict().items() if is_private_name(k)}
             for oid, o in fed.owners.items()
         },
     }
-    for name in ("_m", "_v"):
-        moment = getattr(strategy, name, None)
-        if moment is not None:
-            state[name] = torch.from_numpy(moment.copy())
     partial = path.with_name(path.name + ".partial")
     with partial.open("wb") as out:
         torch.save(state, out)
@@ -822,7 +823,6 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
         for _, event in events:
             if oid in fed.server_view:
                 fed.server_view[oid].compose_recorded(event)
-    fed.exhausted = set(state.exhausted)
     if fed.federation_accountant is not None:
         for client_event in state.federation_spends:
             fed.federation_accountant.compose_recorded(client_event)
@@ -837,9 +837,7 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
         if not ct_equal(global_model_hash(weights), state.released_model_hash):
             raise IntegrityError()
         fed.coordinator.weights = weights.astype(np.float32)
-        for name in ("_m", "_v"):
-            if name in saved:
-                setattr(fed.coordinator.strategy, name, saved[name].numpy().astype(np.float64))
+        fed.coordinator.strategy.load_state({k: v.numpy() for k, v in saved["strategy"].items()})
         for oid, owner_state in saved["owners"].items():
             fed.owners[int(oid)].model.load_state_dict(owner_state, strict=False)
     recorder = RoundRecorder(ledger)
@@ -956,9 +954,9 @@ def run_federation(
                 )
                 logger.info(stop_reason)
                 break
-            if not fed.affordable(plan):
-                for owner in fed.owners.values():
-                    fed._owner_exhausted(owner, r)
+            if not fed.can_run(plan):
+                for oid in fed.owners:
+                    fed._owner_exhausted(oid, r)
                 stop_reason = (
                     f"every data owner's budget is exhausted: stopped before round {r} "
                     f"of {config.federation.rounds}"

@@ -18,6 +18,7 @@ is post-processing of the released sum and costs no privacy.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,19 @@ class FedAvg:
         _check_step(weights, delta)
         return (weights + self.server_lr * delta).astype(np.float32)
 
+    def state(self) -> dict[str, npt.NDArray[np.float64]]:
+        """What a checkpoint must keep to continue (FedAvg keeps nothing)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        """Restore :meth:`state` (nothing for FedAvg).
+
+        Raises:
+            ValueError: ``state`` holds anything.
+        """
+        if state:
+            raise ValueError("FedAvg has no state to restore")
+
 
 @dataclass(slots=True)
 class _Adaptive:
@@ -74,6 +88,26 @@ class _Adaptive:
         self, v: npt.NDArray[np.float64], square: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]:
         raise NotImplementedError
+
+    def state(self) -> dict[str, npt.NDArray[np.float64]]:
+        """The first and second moments (empty before the first step)."""
+        if self._m is None or self._v is None:
+            return {}
+        return {"m": self._m.copy(), "v": self._v.copy()}
+
+    def load_state(self, state: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        """Restore :meth:`state`.
+
+        Raises:
+            ValueError: not exactly the moments ``m`` and ``v`` of one shape, or empty.
+        """
+        if not state:
+            self._m = self._v = None
+            return
+        if set(state) != {"m", "v"} or state["m"].shape != state["v"].shape:
+            raise ValueError("an adaptive strategy's state is its moments m and v, one shape")
+        self._m = np.asarray(state["m"], dtype=np.float64).copy()
+        self._v = np.asarray(state["v"], dtype=np.float64).copy()
 
     def step(self, weights: Vector, delta: npt.NDArray[np.floating]) -> Vector:
         """The new global weights after applying the mean update ``delta``."""

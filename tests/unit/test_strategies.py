@@ -79,3 +79,24 @@ def test_invalid_learning_rates_are_refused(lr):
         FedAvg(server_lr=lr)
     with pytest.raises(ValueError, match="server_lr"):
         FedAdam(server_lr=lr)
+
+
+@pytest.mark.parametrize("cls", [FedAdam, FedYogi])
+def test_an_adaptive_strategy_resumes_from_its_state(cls):
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=8).astype(np.float32)
+    deltas = [rng.normal(size=8) for _ in range(4)]
+    a = cls(server_lr=0.1)
+    for d in deltas[:2]:
+        w = a.step(w, d)
+    b = cls(server_lr=0.1)
+    b.load_state(a.state())
+    wa = wb = w
+    for d in deltas[2:]:
+        wa, wb = a.step(wa, d), b.step(wb, d)
+    assert np.array_equal(wa, wb)
+    with pytest.raises(ValueError, match="moments"):
+        b.load_state({"m": np.zeros(8)})
+    assert FedAvg().state() == {}
+    with pytest.raises(ValueError, match="no state"):
+        FedAvg().load_state({"m": np.zeros(8)})
