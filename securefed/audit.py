@@ -187,8 +187,7 @@ class _HistoryCache:
     whatever rounds they were sampled in.
     """
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self) -> None:
         self._epsilons: dict[tuple[frozenset[tuple[PrivacyEvent, int]], float], float] = {}
 
     @property
@@ -202,15 +201,23 @@ class _HistoryCache:
         return self._epsilons[key]
 
 
+def _section(config: Mapping[str, CanonicalValue], name: str) -> dict[str, CanonicalValue]:
+    value = config.get(name)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _decimal(section: Mapping[str, CanonicalValue], name: str) -> float | None:
+    value = section.get(name)
+    return parse_decimal(value) if isinstance(value, str) else None
+
+
 def _config_budget(config: Mapping[str, CanonicalValue], section: str = "privacy") -> float | None:
-    privacy = config.get(section)
-    if not isinstance(privacy, dict) or privacy.get("enabled") is not True:
+    """The budget a section of the genesis configuration sets (None when it is off)."""
+    values = _section(config, section)
+    if values.get("enabled") is not True:
         return None
-    for name in ("budget_epsilon", "target_epsilon"):
-        value = privacy.get(name)
-        if isinstance(value, str):
-            return parse_decimal(value)
-    return None
+    budget = _decimal(values, "budget_epsilon")
+    return budget if budget is not None else _decimal(values, "target_epsilon")
 
 
 _FEDERATION = -1
@@ -239,26 +246,32 @@ def _count(value: CanonicalValue) -> int:
     return len(value) if isinstance(value, list) else 0
 
 
+_ROUND_KINDS = frozenset(
+    {
+        EntryKind.ROUND_PLANNED,
+        EntryKind.MECHANISM,
+        EntryKind.SPEND,
+        EntryKind.DROPOUTS,
+        EntryKind.AGGREGATE_RELEASED,
+        EntryKind.BUDGET_EXHAUSTED,
+        EntryKind.FEDERATION_SPEND,
+    }
+)
+"""The kinds whose body names a round (what the audit reads after verification)."""
+
+_Record = tuple[Entry, dict[str, CanonicalValue]]
+"""A verified entry and its decoded body."""
+
+
 def _collect(
-    entries: Iterable[Entry],
+    records: Iterable[_Record],
 ) -> tuple[dict[int, _OwnerSpends], dict[int, _RoundInfo], list[dict[str, str]], list[Finding]]:
     owners: dict[int, _OwnerSpends] = {}
     rounds: dict[int, _RoundInfo] = {}
     findings: list[Finding] = []
     stops: list[dict[str, str]] = []
-    for entry in entries:
+    for entry, body in records:
         kind = entry.kind
-        if kind not in (
-            EntryKind.ROUND_PLANNED,
-            EntryKind.MECHANISM,
-            EntryKind.SPEND,
-            EntryKind.DROPOUTS,
-            EntryKind.AGGREGATE_RELEASED,
-            EntryKind.BUDGET_EXHAUSTED,
-            EntryKind.FEDERATION_SPEND,
-        ):
-            continue
-        body = entry.fields()
         r = parse_uint(body["round_id"])
         info = rounds.setdefault(r, _RoundInfo())
         if kind is EntryKind.ROUND_PLANNED:
@@ -294,16 +307,6 @@ def _collect(
     return owners, rounds, stops, findings
 
 
-def _section(config: Mapping[str, CanonicalValue], name: str) -> dict[str, CanonicalValue]:
-    value = config.get(name)
-    return dict(value) if isinstance(value, dict) else {}
-
-
-def _decimal(section: Mapping[str, CanonicalValue], name: str) -> float | None:
-    value = section.get(name)
-    return parse_decimal(value) if isinstance(value, str) else None
-
-
 @dataclass(slots=True)
 class _RoundCheck:
     accepted: frozenset[int] = frozenset()
@@ -313,7 +316,7 @@ class _RoundCheck:
     released: bool = False
 
 
-def _consistency(entries: Iterable[Entry], config: Mapping[str, CanonicalValue]) -> list[Finding]:
+def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue]) -> list[Finding]:
     """Cross-check each round's entries against each other and the genesis configuration.
 
     A ledger securefed writes passes every check; each failure names the entry.
@@ -333,17 +336,10 @@ def _consistency(entries: Iterable[Entry], config: Mapping[str, CanonicalValue])
     def bad(entry: Entry, reason: str) -> None:
         out.append(Finding(entry.seq, f"{entry.kind.wire_name}: {reason}"))
 
-    for entry in entries:
+    for entry, body in records:
         kind = entry.kind
-        if kind not in (
-            EntryKind.ROUND_PLANNED,
-            EntryKind.MECHANISM,
-            EntryKind.SPEND,
-            EntryKind.FEDERATION_SPEND,
-            EntryKind.AGGREGATE_RELEASED,
-        ):
+        if kind in (EntryKind.DROPOUTS, EntryKind.BUDGET_EXHAUSTED):
             continue
-        body = entry.fields()
         r = parse_uint(body["round_id"])
         if kind is EntryKind.ROUND_PLANNED:
             if r in rounds:
@@ -459,10 +455,11 @@ def audit_ledger(
     audit = backend if backend is not None else independent_backend(online)
     if audit is online:
         raise ValueError(f"the audit backend must differ from the online one ({online.value})")
-    owners, rounds, stops, findings = _collect(entries)
-    findings += _consistency(entries, config)
+    records = [(e, e.fields()) for e in entries if e.kind in _ROUND_KINDS]
+    owners, rounds, stops, findings = _collect(records)
+    findings += _consistency(records, config)
     budget = _config_budget(config)
-    cache = _HistoryCache(audit)
+    cache = _HistoryCache()
     checks = []
     federation: EpsilonCheck | None = None
     for owner_id in sorted(owners):

@@ -442,7 +442,7 @@ class _Counting:
 
 
 def test_history_cache_is_keyed_by_multiset_and_delta():
-    cache = _HistoryCache(Backend.RDP)
+    cache = _HistoryCache()
     a, b = sgd(0.05, 1.0, 20), sgd(0.02, 1.5, 10)
 
     def account(events, delta):
