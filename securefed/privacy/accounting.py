@@ -438,11 +438,11 @@ class PldAccountant(Accountant):
 
     def _check_range(self) -> None:
         """Refuse a history whose loss grid would not fit: RDP bounds its epsilon."""
-        bound = RdpAccountant()
-        bound._counts = dict(self._counts)
-        bound._unit = self._unit
-        bound._added(tuple(self._counts.items()))
-        rdp_epsilon = bound._epsilon(1e-5)
+        curve = sum(
+            (n * _rdp_curve(q, sigma) for (q, sigma), n in self._counts.items()),
+            np.zeros_like(_RDP_ORDERS),
+        )
+        rdp_epsilon, _ = rdp.compute_epsilon(_RDP_ORDERS, curve, 1e-5)
         if not rdp_epsilon <= PLD_MAX_EPSILON:
             raise ValueError(
                 f"pld: the history's RDP epsilon at delta 1e-5 is {rdp_epsilon:.4g}, beyond "
