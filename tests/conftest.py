@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,45 @@ class ManualRound:
 @pytest.fixture(scope="session")
 def manual_round() -> type[ManualRound]:
     return ManualRound
+
+
+def write_ratings_csv(
+    path: Path,
+    *,
+    seed: int,
+    users: int,
+    items: range,
+    per_user: tuple[int, int],
+    popularity: float | None = None,
+    rating: int | None = None,
+    start: int = 1000,
+    spacing: int = 10,
+) -> Path:
+    """A small MovieLens-like ratings CSV (``user,item,rating,timestamp``), deterministic.
+
+    Each of ``users`` users rates between ``per_user[0]`` and ``per_user[1] - 1``
+    distinct items of ``items``, drawn with probability proportional to
+    ``1 / rank ** popularity`` (uniformly without ``popularity``); ratings are
+    uniform in 1-5 unless fixed by ``rating``; user u's t-th rating is at time
+    ``start + spacing * t + u``.
+    """
+    data = np.random.default_rng(seed)
+    weights = None
+    if popularity is not None:
+        weights = 1.0 / np.arange(1, len(items) + 1) ** popularity
+        weights /= weights.sum()
+    lines = ["user,item,rating,timestamp"]
+    for user in range(1, users + 1):
+        count = int(data.integers(*per_user))
+        chosen = data.choice(np.asarray(items), size=count, replace=False, p=weights)
+        for t, item in enumerate(chosen):
+            value = data.integers(1, 6) if rating is None else rating
+            lines.append(f"{user},{item},{value},{start + spacing * t + user}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ratings_writer() -> Callable[..., Path]:
+    """:func:`write_ratings_csv`, for module-scoped data fixtures."""
+    return write_ratings_csv

@@ -25,16 +25,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(scope="module")
-def ratings_csv(tmp_path_factory):
-    data = np.random.default_rng(5)
+def ratings_csv(tmp_path_factory, ratings_writer):
     path = tmp_path_factory.mktemp("data") / "ratings.csv"
-    lines = ["user,item,rating,timestamp"]
-    for user in range(1, 25):
-        items = data.choice(np.arange(100, 140), size=int(data.integers(6, 12)), replace=False)
-        for t, item in enumerate(items):
-            lines.append(f"{user},{item},4,{1000 + 10 * t + user}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return ratings_writer(path, seed=5, users=24, items=range(100, 140), per_user=(6, 12),
+                          rating=4)  # fmt: skip
 
 
 def _sections(ratings_csv, **sections):

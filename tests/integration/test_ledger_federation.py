@@ -35,24 +35,12 @@ from securefed.server.recorder import RoundRecorder
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _ratings(path: Path) -> Path:
-    # 30 users x 8-15 interactions over 60 items; popular items are more likely.
-    data = np.random.default_rng(11)
-    lines = ["user,item,rating,timestamp"]
-    weights = 1.0 / np.arange(1, 61)
-    weights /= weights.sum()
-    for user in range(1, 31):
-        count = int(data.integers(8, 16))
-        items = data.choice(np.arange(100, 160), size=count, replace=False, p=weights)
-        for t, item in enumerate(items):
-            lines.append(f"{user},{item},{data.integers(1, 6)},{1000 + 10 * t + user}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
-def ratings_csv(tmp_path_factory):
-    return _ratings(tmp_path_factory.mktemp("data") / "ratings.csv")
+def ratings_csv(tmp_path_factory, ratings_writer):
+    # 30 users x 8-15 interactions over 60 items; popular items are more likely.
+    path = tmp_path_factory.mktemp("data") / "ratings.csv"
+    return ratings_writer(path, seed=11, users=30, items=range(100, 160), per_user=(8, 16),
+                          popularity=1.0)  # fmt: skip
 
 
 def _sections(ratings_csv, **sections):

@@ -38,21 +38,12 @@ def utility():
 
 
 @pytest.fixture(scope="module")
-def ratings_csv(tmp_path_factory):
+def ratings_csv(tmp_path_factory, ratings_writer):
     # 40 users x 20-30 interactions over 300 items, popular items more likely: well
     # over 100 distinct items, so 99 sampled negatives always exist.
-    data = np.random.default_rng(5)
     path = tmp_path_factory.mktemp("data") / "ratings.csv"
-    lines = ["user,item,rating,timestamp"]
-    weights = 1.0 / np.arange(1, 301) ** 0.6
-    weights /= weights.sum()
-    for user in range(1, 41):
-        count = int(data.integers(20, 31))
-        items = data.choice(np.arange(1000, 1300), size=count, replace=False, p=weights)
-        for t, item in enumerate(items):
-            lines.append(f"{user},{item},{data.integers(1, 6)},{5000 + 7 * t + user}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return ratings_writer(path, seed=5, users=40, items=range(1000, 1300), per_user=(20, 31),
+                          popularity=0.6, start=5000, spacing=7)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
