@@ -648,13 +648,7 @@ class Federation:
         """Record (once) that ``owner_id`` cannot afford ``round_id``, in the server's figures."""
         view = self.server_view.get(owner_id)
         if self.recorder is not None and view is not None:
-            self.recorder.owner_exhausted(
-                owner_id,
-                round_id=round_id,
-                epsilon_spent=view.epsilon(),
-                epsilon_budget=view.budget.epsilon,
-                delta=view.budget.delta,
-            )
+            self.recorder.owner_exhausted(owner_id, round_id=round_id, spent=view)
 
     def _send_head(self) -> None:
         """Every owner receives the ledger head after each round."""
@@ -942,12 +936,7 @@ def run_federation(
             if not fed.federation_affords():
                 accountant = fed.federation_accountant
                 if fed.recorder is not None and accountant is not None:
-                    fed.recorder.federation_exhausted(
-                        r,
-                        epsilon_spent=accountant.epsilon(),
-                        epsilon_budget=accountant.budget.epsilon,
-                        delta=accountant.budget.delta,
-                    )
+                    fed.recorder.federation_exhausted(r, spent=accountant)
                 stop_reason = (
                     f"the federation's client-level budget is exhausted: stopped before round "
                     f"{r} of {config.federation.rounds}"

@@ -30,6 +30,7 @@ from securefed.ledger.bodies import (
 )
 from securefed.ledger.canonical import CanonicalValue, decimal_text, uint_text
 from securefed.plan import RoundPlan
+from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent
 
 __all__ = ["RoundRecorder", "aggregate_hash", "global_model_hash", "plan_fields"]
@@ -255,47 +256,40 @@ class RoundRecorder:
         state.released = True
         return entry
 
-    def owner_exhausted(
-        self,
-        owner_id: int,
-        *,
-        round_id: int,
-        epsilon_spent: float,
-        epsilon_budget: float,
-        delta: float,
-    ) -> bool:
-        """BUDGET_EXHAUSTED for one owner that refused ``round_id`` (once per owner).
+    def owner_exhausted(self, owner_id: int, *, round_id: int, spent: OwnerAccountant) -> bool:
+        """BUDGET_EXHAUSTED for one owner that cannot afford ``round_id`` (once per owner).
 
-        Returns whether an entry was written (False if the owner's stop is recorded).
+        ``spent`` is the accountant whose figures (epsilon so far, budget, delta)
+        the entry records. Returns whether an entry was written (False if the
+        owner's stop is already recorded).
         """
         if owner_id in self._exhausted_owners:
             return False
-        self.ledger.append(
-            EntryKind.BUDGET_EXHAUSTED,
-            budget_exhausted_body(
-                round_id=round_id,
-                scope=BudgetScope.OWNER,
-                owner_id=owner_id,
-                epsilon_spent=epsilon_spent,
-                epsilon_budget=epsilon_budget,
-                delta=delta,
-            ),
-        )
+        self._exhausted(round_id, BudgetScope.OWNER, spent, owner_id=owner_id)
         self._exhausted_owners.add(owner_id)
         return True
 
-    def federation_exhausted(
-        self, round_id: int, *, epsilon_spent: float, epsilon_budget: float, delta: float
-    ) -> None:
+    def federation_exhausted(self, round_id: int, *, spent: OwnerAccountant) -> None:
         """BUDGET_EXHAUSTED for the federation: ``round_id`` would overspend and never starts."""
+        self._exhausted(round_id, BudgetScope.FEDERATION, spent)
+
+    def _exhausted(
+        self,
+        round_id: int,
+        scope: BudgetScope,
+        spent: OwnerAccountant,
+        *,
+        owner_id: int | None = None,
+    ) -> None:
         self.ledger.append(
             EntryKind.BUDGET_EXHAUSTED,
             budget_exhausted_body(
                 round_id=round_id,
-                scope=BudgetScope.FEDERATION,
-                epsilon_spent=epsilon_spent,
-                epsilon_budget=epsilon_budget,
-                delta=delta,
+                scope=scope,
+                owner_id=owner_id,
+                epsilon_spent=spent.epsilon(),
+                epsilon_budget=spent.budget.epsilon,
+                delta=spent.budget.delta,
             ),
         )
 
