@@ -447,3 +447,29 @@ def test_final_only_audit_checks_each_owners_last_spend(finished_run):
     for check in audit.owners:
         assert all(math.isnan(p.independent) for p in check.series[:-1])
         assert check.independent == check.series[-1].independent <= check.recorded
+
+
+def test_an_owner_refuses_a_head_that_goes_back_and_a_spend_at_or_before_its_head(
+    ratings_csv, tmp_path
+):
+    fed = Federation(_config(ratings_csv, federation={"rounds": 1}))
+    writer = IdentityKey.generate()
+    ledger = Ledger.create(tmp_path / "l.db", writer, federation=fed.genesis_body())
+    recorder = RoundRecorder(ledger)
+    fed.bind_ledger(recorder)
+    owner = fed.owners[1]
+    plan = fed.coordinator.plan(1, unit=fed.config.privacy.unit,
+                                noise_multiplier=fed.noise_multiplier)  # fmt: skip
+    accepted = owner.accept(plan)
+    recorder.planned(plan, cohort=[1], cohort_rate=1.0, accepted=[1], event=accepted.event)
+    entry = recorder.spend(1, event=accepted.event, delta=fed.config.privacy.delta,
+                           epsilon_after=accepted.epsilon_after)  # fmt: skip
+    # A head at or past the spend (as if the ledger had been cut and rewritten from
+    # there): the owner will not countersign an entry its head already covers.
+    owner.receive_head((entry.seq, entry.entry_hash))
+    with pytest.raises(ProtocolError, match="does not record its spend"):
+        owner.countersign_spend(entry, ledger_id=recorder.ledger_id)
+    with pytest.raises(ProtocolError, match="went back"):
+        owner.receive_head((entry.seq - 1, entry.prev_hash))
+    assert owner.head == (entry.seq, entry.entry_hash)
+    ledger.close()
