@@ -24,6 +24,7 @@ __all__ = [
     "ClientPrivacyConfig",
     "FederationConfig",
     "GraphChoice",
+    "PriorConfig",
     "QuantizationConfig",
     "SecAggConfig",
     "SecurefedConfig",
@@ -231,6 +232,21 @@ class ClientPrivacyConfig(_Strict):
     """The federation's budget; required when enabled."""
 
 
+class PriorConfig(_Strict):
+    """The item-popularity prior (securefed.prior): round 0 before any training round.
+
+    Each owner contributes its bounded item counts plus a share of Gaussian noise
+    through one full-graph secure-aggregation session of every owner; the server
+    initialises the item biases from the released sum. With ``privacy.enabled``
+    the release alone spends ``epsilon_share`` of each owner's spendable budget
+    and DP-SGD is calibrated on what remains; without it the counts are summed
+    exactly. Needs a model with item biases (``model.kind = "mf"``).
+    """
+
+    enabled: bool = False
+    epsilon_share: float = Field(0.25, gt=0, lt=1, allow_inf_nan=False)
+
+
 class UpdateConfig(_Strict):
     """Client-level post-processing of each update before quantisation."""
 
@@ -275,6 +291,7 @@ class SecurefedConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     client_privacy: ClientPrivacyConfig = ClientPrivacyConfig()
+    prior: PriorConfig = PriorConfig()
     update: UpdateConfig = UpdateConfig()
     strategy: StrategyConfig = StrategyConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -307,6 +324,8 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
             f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "
             "DP is configured in [client_privacy]"
         )
+    if config.prior.enabled and config.model.kind is not ModelKind.MF:
+        raise ConfigError(f"{source}: prior: needs a model with item biases (model.kind = mf)")
     client = config.client_privacy
     if client.enabled:
         if client.noise_multiplier is None or client.budget_epsilon is None:

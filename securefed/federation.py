@@ -68,17 +68,34 @@ from securefed.ledger.bodies import (
     dp_sgd_event,
     federation_created_body,
 )
-from securefed.ledger.canonical import CanonicalValue, parse_uint, to_canonical
+from securefed.ledger.canonical import (
+    CanonicalValue,
+    decimal_text,
+    parse_uint,
+    to_canonical,
+    uint_text,
+)
 from securefed.models.recommendation import (
     RecommenderSpec,
     build_model,
     flatten_shared,
     is_private_name,
+    set_item_biases,
+    unflatten_into,
 )
 from securefed.plan import RoundPlan, steps_per_round
+from securefed.prior import (
+    PRIOR_ROUND,
+    honest_shares,
+    item_log_odds,
+    prior_event,
+    prior_noise_multiplier,
+    prior_plan,
+    quantization_range,
+)
 from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
 from securefed.privacy.accounting import ONLINE_DEFAULT
-from securefed.privacy.events import ClientGaussianEvent, DpSgdEvent, PrivacyUnit
+from securefed.privacy.events import ClientGaussianEvent, ComposedEvent, DpSgdEvent, PrivacyUnit
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
 from securefed.run_files import (
@@ -92,11 +109,11 @@ from securefed.run_files import (
     SUMMARY_FILE,
 )
 from securefed.secagg.context import PROTOCOL_VERSION, RoundContext, SecAggParams
-from securefed.secagg.graph import ThreatModel
+from securefed.secagg.graph import GraphKind, ThreatModel
 from securefed.secagg.primitives import ct_equal
 from securefed.secagg.quantize import QuantizationSpec, dequantize
 from securefed.secagg.roster import IdentityKey, Roster, RosterEntry
-from securefed.server.coordinator import Coordinator
+from securefed.server.coordinator import Coordinator, shared_model_hash
 from securefed.server.recorder import RoundRecorder, global_model_hash
 from securefed.simulation import RoundReport, run_secagg_round
 
@@ -160,6 +177,10 @@ class FederationResult:
     owners: int = 0
     parameters: int = 0
     stop_reason: str = ""
+    prior_noise_multiplier: float = 0.0
+    """The item-popularity prior's noise multiplier (0: exact counts, or no prior)."""
+    prior_released: bool = False
+    """Whether the prior (round 0) was released and set the item biases."""
 
 
 def resolve_data_path(config: SecurefedConfig, root: Path | None) -> Path:
@@ -220,6 +241,15 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
     p, t = config.privacy, config.training
     steps = steps_per_round(t.local_epochs, t.sampling_rate) * config.federation.rounds
     spendable = math.inf
+    prior_sigma = prior_noise(config)
+    prior = None if prior_sigma == 0 else prior_event(prior_sigma, p.unit)
+
+    def event_for(sigma: float) -> DpSgdEvent | ComposedEvent:
+        training = DpSgdEvent(
+            sampling_rate=t.sampling_rate, noise_multiplier=sigma, steps=steps, unit=p.unit
+        )
+        return training if prior is None else ComposedEvent(events=(prior, training))
+
     if p.noise_multiplier is not None:
         sigma = p.noise_multiplier
     else:
@@ -228,20 +258,37 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
         spendable = Budget(epsilon=_budget_epsilon(config), delta=p.delta).spendable
         # A hair below, so that float rounding can never refuse the last planned round.
         target = min(p.target_epsilon, spendable) * (1 - 1e-9)
-        sigma = calibrate_noise_multiplier(
-            epsilon=target, delta=p.delta, sampling_rate=t.sampling_rate, steps=steps
-        )
-    event = DpSgdEvent(
-        sampling_rate=t.sampling_rate, noise_multiplier=sigma, steps=steps, unit=p.unit
-    )
+        try:
+            sigma = calibrate_noise_multiplier(
+                epsilon=target,
+                delta=p.delta,
+                sampling_rate=t.sampling_rate,
+                steps=steps,
+                event_factory=event_for,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"privacy: no noise multiplier meets the target: {exc}") from None
     planned = OwnerAccountant(
         unit=p.unit, budget=Budget(epsilon=1e12, delta=p.delta)
-    ).epsilon_after(event)
+    ).epsilon_after(event_for(sigma))
     if p.target_epsilon is not None and planned > min(p.target_epsilon, spendable):
         raise ConfigError(  # pragma: no cover - calibration returns sigma within target
             f"calibration failed: planned epsilon {planned:.4g} > target {p.target_epsilon:g}"
         )
     return sigma, planned
+
+
+def prior_noise(config: SecurefedConfig) -> float:
+    """The prior's noise multiplier: 0 without a prior or without DP (exact counts).
+
+    The smallest whose one release alone spends ``prior.epsilon_share`` of each
+    owner's spendable budget (securefed.prior); DP-SGD gets the rest.
+    """
+    p = config.privacy
+    if not config.prior.enabled or not p.enabled:
+        return 0.0
+    budget = Budget(epsilon=_budget_epsilon(config), delta=p.delta)
+    return prior_noise_multiplier(config.prior.epsilon_share, budget)
 
 
 def _budget_epsilon(config: SecurefedConfig) -> float:
@@ -263,6 +310,10 @@ def public_units(count: int, digits: int) -> int:
     scale = 10 ** max(0, len(str(count)) - digits)
     rounded: int = (count + scale // 2) // scale * scale
     return max(1, rounded)
+
+
+PRIOR_QUANT_BITS = 24
+"""Quantisation bits of the prior's counts (a step far below one noise share's std)."""
 
 
 def _metric_params(config: SecurefedConfig, max_users: int) -> SecAggParams:
@@ -332,6 +383,14 @@ class Federation:
                 f"{len(self.shards)} data owner(s) but secure aggregation needs at least "
                 f"secagg.min_clients = {config.secagg.min_clients}: no round could complete"
             )
+        if config.prior.enabled and not centralised:
+            limit = min(config.secagg.full_graph_up_to, config.secagg.max_clients)
+            if len(self.shards) > limit:
+                raise ConfigError(
+                    f"prior: {len(self.shards)} data owners, but the prior runs one full-graph "
+                    f"session of every owner (at most {limit}: secagg.full_graph_up_to)"
+                )
+        self.prior_noise_multiplier = prior_noise(config) if not centralised else 0.0
         n_items = self.split.n_items
         self.spec = _spec(config)
         server_model = build_model(self.spec, 1, n_items, _generator(self._rng))
@@ -409,6 +468,9 @@ class Federation:
             allowed_model_hashes=frozenset({self.model_hash}),
             allowed_plan_hashes=frozenset({self.plan_hash}),
             budget=budget,
+            prior_min_cohort=len(self.shards)
+            if self.config.prior.enabled and len(self.shards) >= 2
+            else 0,
         )
         model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
         return DataOwner(
@@ -588,6 +650,137 @@ class Federation:
         self._send_head()
         return report, refused, outcome.update_norm, len(cohort)
 
+    def prior_round(self) -> RoundReport | None:
+        """Round 0: the item-popularity prior (securefed.prior), before any training round.
+
+        Every owner is asked; each checks the plan and its budget (recording the
+        spend), and with a ledger bound the round is recorded like a training
+        round: ROUND_PLANNED (its ``release`` object names the noise placement and
+        the honest-share assumption), MECHANISM, each countersigned SPEND, then the
+        contributions go through one full-graph secure-aggregation session whose
+        cohort floor every owner's client enforces, then DROPOUTS and
+        AGGREGATE_RELEASED. The released sum sets the global model's item biases.
+
+        Returns the secure-aggregation report (None when an owner refused: nothing
+        is aggregated and the model keeps its initial biases).
+
+        Raises:
+            ConfigError: the prior is not configured, or the model has no item biases.
+        """
+        config = self.config
+        if not config.prior.enabled:
+            raise ConfigError("prior: not enabled")
+        c = self.coordinator
+        recorder = self.recorder
+        p = config.privacy
+        threat = ThreatModel(**config.secagg.threat.model_dump())
+        plan = prior_plan(
+            unit=p.unit, noise_multiplier=self.prior_noise_multiplier, model_hash=self.model_hash
+        )
+        ids = sorted(self.owners)
+        floor = len(ids)
+        honest = honest_shares(floor, threat)
+        refused = []
+        accepted: dict[int, AcceptedRound] = {}
+        event = plan.dp_event()
+        for oid in ids:
+            if event is not None and oid in self.server_view and not self._fits(oid, event):
+                refused.append(oid)
+                continue
+            try:
+                accepted[oid] = self.owners[oid].accept_prior(plan, threat=threat)
+            except (PolicyViolation, PrivacyBudgetExceeded) as exc:
+                logger.info("prior: owner %d refused: %s", oid, exc)
+                refused.append(oid)
+        for oid, acc in accepted.items():
+            if acc.event is not None and oid in self.server_view:
+                self.server_view[oid].compose_recorded(acc.event)
+        if recorder is not None:
+            recorder.planned(
+                plan,
+                cohort=ids,
+                cohort_rate=1.0,
+                accepted=accepted,
+                event=event if accepted else None,
+                release={
+                    "kind": "item_counts",
+                    "contribution_bound": decimal_text(plan.clip_norm),
+                    "noise": "distributed" if event is not None else "none",
+                    "min_cohort": uint_text(floor),
+                    "honest_shares": uint_text(honest),
+                    "corrupt_fraction": decimal_text(threat.corrupt_fraction),
+                },
+            )
+            for oid, acc in accepted.items():
+                if acc.event is None:
+                    continue
+                entry = recorder.spend(
+                    oid, event=acc.event, delta=p.delta, epsilon_after=acc.epsilon_after
+                )
+                receipt = self.owners[oid].countersign_spend(entry, ledger_id=recorder.ledger_id)
+                recorder.countersignature(receipt)
+        if refused:
+            # The session's floor is every owner: with one missing it cannot run.
+            if recorder is not None and accepted:
+                recorder.dropouts({"refused": sorted(accepted)})
+            self._send_head()
+            return None
+        noise_std = self.prior_noise_multiplier / math.sqrt(honest)
+        public = max(o.policy.public_units for o in self.owners.values())
+        s = config.secagg
+        params = SecAggParams(
+            quantization=QuantizationSpec(
+                bits=PRIOR_QUANT_BITS,
+                clip=quantization_range(public, noise_std, config.training.public_units_digits),
+                max_weight=1,
+            ),
+            vector_length=self.split.n_items,
+            max_clients=s.max_clients,
+            threat=threat,
+            graph=GraphKind.FULL,
+            full_graph_up_to=s.full_graph_up_to,
+            min_clients=floor,
+        )
+        inputs = {
+            oid: self.owners[oid].prior_contribution(acc, params.quantization)
+            for oid, acc in accepted.items()
+        }
+        context = RoundContext(
+            federation_id=config.federation.federation_id,
+            round_id=PRIOR_ROUND,
+            model_hash=shared_model_hash(c.weights, plan),
+            roster_hash=self.roster.digest(),
+            params=params,
+        )
+        report = run_secagg_round(
+            roster=self.roster,
+            identities={i: self.identities[i] for i in inputs},
+            context=context,
+            inputs=inputs,
+            min_cohort={oid: self.owners[oid].policy.prior_min_cohort for oid in inputs},
+        )
+        if recorder is not None:
+            recorder.dropouts(
+                report.result.dropped if report.result is not None else {"aborted": list(inputs)}
+            )
+        if report.result is None:
+            self._send_head()
+            return report
+        mean, weight = dequantize(report.result.total, params.quantization)
+        total = mean * weight
+        model = build_model(self.spec, 1, self.split.n_items, torch.Generator())
+        unflatten_into(model, c.weights)
+        set_item_biases(model, item_log_odds(total, config.training.negatives))
+        c.weights = flatten_shared(model)
+        if self.checkpoint_path is not None:
+            _write_checkpoint(self, self.checkpoint_path, PRIOR_ROUND)
+        if recorder is not None:
+            recorder.released(
+                mean=total, weight=weight, new_weights=c.weights, survivors=report.result.survivors
+            )
+        self._send_head()
+        return report
+
     def client_event(self) -> ClientGaussianEvent | None:
         """One round of the client-level mechanism, as accounted (None without [client_privacy]).
 
@@ -726,8 +919,8 @@ class LedgerState:
 
     last_planned: int
     """The last planned round id (0 before any)."""
-    last_released: int
-    """The last round whose aggregate was released (0 before any)."""
+    last_released: int | None
+    """The last round whose aggregate was released (None before any; 0 is the prior)."""
     released_model_hash: bytes | None
     spends: dict[int, list[tuple[int, DpSgdEvent]]]
     federation_spends: list[ClientGaussianEvent]
@@ -736,7 +929,8 @@ class LedgerState:
 
 def read_ledger_state(ledger: Ledger) -> LedgerState:
     """Scan a verified ledger: each owner's spends, the last planned and released rounds."""
-    planned = released = 0
+    planned = 0
+    released: int | None = None
     model_hash: bytes | None = None
     spends: dict[int, list[tuple[int, DpSgdEvent]]] = {}
     exhausted: set[int] = set()
@@ -820,7 +1014,7 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
     if fed.federation_accountant is not None:
         for client_event in state.federation_spends:
             fed.federation_accountant.compose_recorded(client_event)
-    if state.last_released:
+    if state.last_released is not None:
         candidates = [checkpoint, checkpoint.with_name(checkpoint.name + ".prev")]
         loaded = [torch.load(c, weights_only=True) for c in candidates if c.is_file()]
         matching = [c for c in loaded if c["round"] == state.last_released]
@@ -898,6 +1092,7 @@ def run_federation(
         planned_epsilon=fed.planned_epsilon,
         owners=len(fed.owners),
         parameters=int(fed.coordinator.weights.size),
+        prior_noise_multiplier=fed.prior_noise_multiplier,
     )
     metrics_file = None
     ledger: Ledger | None = None
@@ -929,6 +1124,12 @@ def run_federation(
             )
         metrics_file = (out_dir / METRICS_FILE).open("a" if resume else "w", encoding="utf-8")
     try:
+        if config.prior.enabled and not resume:
+            # Round 0 (never re-run on resume: its spends are counted, its release kept
+            # only if the checkpoint of round 0 matches the ledger).
+            report = fed.prior_round()
+            result.prior_released = report is not None and report.result is not None
+            logger.info("prior: %s", "released" if result.prior_released else "not released")
         for r in range(first_round, config.federation.rounds + 1):
             plan = fed.coordinator.plan(
                 r, unit=config.privacy.unit, noise_multiplier=fed.noise_multiplier
@@ -987,6 +1188,11 @@ def run_federation(
                     "parameters": result.parameters,
                     "rounds_run": len(result.rounds),
                     "stop_reason": stop_reason,
+                    "prior": {
+                        "enabled": config.prior.enabled,
+                        "released": result.prior_released,
+                        "noise_multiplier": result.prior_noise_multiplier,
+                    },
                 },
                 indent=2,
                 sort_keys=True,

@@ -65,6 +65,7 @@ def run_secagg_round(
     drops: Mapping[str, Collection[int]] | None = None,
     rng_for: Callable[[int], RandomSource] | None = None,
     keep_server_view: bool = False,
+    min_cohort: Mapping[int, int] | None = None,
 ) -> RoundReport:
     """Run one round with the given clients, inputs and dropout schedule.
 
@@ -76,6 +77,7 @@ def run_secagg_round(
         drops: stage name -> clients that drop just before sending that stage's message.
         rng_for: per-client randomness (default: each session's OS CSPRNG).
         keep_server_view: keep each masked payload as the server received it (for tests).
+        min_cohort: each client's own floor on the cohort size (default none).
     """
     schedule = {stage: set(drops.get(stage, ())) if drops else set() for stage in STAGES}
     unknown = set(drops or {}) - set(STAGES)
@@ -91,6 +93,7 @@ def run_secagg_round(
             roster=roster,
             context=context,
             rng=rng_for(cid) if rng_for else None,
+            min_cohort=(min_cohort or {}).get(cid, 0),
         )
         report.client_seconds[cid] = 0.0
         report.bytes_up[cid] = report.bytes_down[cid] = 0

@@ -30,10 +30,18 @@ from securefed.ledger.bodies import spend_body
 from securefed.ledger.canonical import encode
 from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
 from securefed.plan import RoundPlan
+from securefed.prior import (
+    CONTRIBUTION_BOUND,
+    PRIOR_PROCEDURE_HASH,
+    PRIOR_ROUND,
+    honest_shares,
+    unit_contributions,
+)
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
-from securefed.privacy.noise import CsprngStream, StreamPurpose
+from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
+from securefed.secagg.graph import ThreatModel
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey
 
@@ -131,6 +139,7 @@ class DataOwner:
         self._last_seq = -1
         self._last_round: int | None = None
         self._pending: AcceptedRound | None = None
+        self._prior_honest: int | None = None
         order = np.lexsort((train.items, train.users))
         users, items = train.users[order], train.items[order]
         bounds = np.searchsorted(users, np.arange(train.n_users + 1))
@@ -182,6 +191,93 @@ class DataOwner:
         self._last_round = plan.round_id
         self._pending = accepted
         return accepted
+
+    def accept_prior(self, plan: RoundPlan, *, threat: ThreatModel) -> AcceptedRound:
+        """Check round 0's plan (the item-popularity prior) and record its spend.
+
+        The owner takes part only if its policy names a ``prior_min_cohort``, only
+        before any other round, and only in the prior's exact form: round 0, the
+        prior's procedure hash, sampling rate 1, one step, the contribution bound as
+        clip norm, its own unit and an allowed model. Its noise share assumes the
+        fewest honest inputs a session of ``prior_min_cohort`` clients can release
+        under ``threat`` (the owner's own secure-aggregation assumptions), never a
+        figure from the server. The returned token buys one :meth:`prior_contribution`.
+
+        Raises:
+            PolicyViolation: the owner takes no part in a prior, the prior comes
+                after another round, or the plan is not the prior's.
+            PrivacyBudgetExceeded: the release would overspend the owner's budget.
+        """
+        policy = self.policy
+        if policy.prior_min_cohort < 2:
+            raise PolicyViolation(f"owner {self.owner_id} takes no part in a prior")
+        if self.accepted or self._last_round is not None:
+            raise PolicyViolation(f"owner {self.owner_id}: the prior must come before any round")
+        problems = []
+        if plan.round_id != PRIOR_ROUND or plan.plan_hash != PRIOR_PROCEDURE_HASH:
+            problems.append("not the prior's round or procedure")
+        if plan.sampling_rate != 1.0 or plan.local_epochs != 1:
+            problems.append("not one full-batch release")
+        if plan.clip_norm != CONTRIBUTION_BOUND:
+            problems.append(f"bound {plan.clip_norm:g} != {CONTRIBUTION_BOUND:g}")
+        if plan.unit is not policy.unit:
+            problems.append(f"privacy unit {plan.unit.value} != policy {policy.unit.value}")
+        if plan.model_hash not in policy.allowed_model_hashes:
+            problems.append("model architecture not allowed by the owner")
+        if policy.min_noise_multiplier > 0 and plan.noise_multiplier == 0:
+            problems.append("the owner's policy requires DP: no noiseless release")
+        if problems:
+            raise PolicyViolation(
+                f"owner {self.owner_id} refuses the prior: " + "; ".join(problems)
+            )
+        honest = honest_shares(policy.prior_min_cohort, threat)
+        event = plan.dp_event()
+        epsilon = math.inf
+        if event is not None:
+            if self.accountant is None:
+                raise ValueError("a DP plan needs the owner's budget")
+            epsilon = self.accountant.spend(event)
+        accepted = AcceptedRound(plan=plan, event=event, epsilon_after=epsilon)
+        self.accepted.append(accepted)
+        self._last_round = plan.round_id
+        self._pending = accepted
+        self._prior_honest = honest
+        return accepted
+
+    def prior_contribution(self, accepted: AcceptedRound, spec: QuantizationSpec) -> QuantizedInput:
+        """The owner's bounded item counts plus its noise share, quantised for the session.
+
+        The noise share is N(0, (sigma * bound)^2 / h) per item, ``h`` from
+        :meth:`accept_prior`; no coordinate is clipped (one out of the agreed range
+        is an error, with odds below 1e-30 for the range the coordinator derives).
+
+        Raises:
+            PolicyViolation: ``accepted`` is not the pending prior token.
+            ProtocolError: with a ledger bound, the spend is not countersigned yet.
+            ValueError: a coordinate is outside the quantisation range.
+        """
+        if accepted is not self._pending or self._prior_honest is None:
+            raise PolicyViolation("the prior needs the token of the accepted prior plan, once")
+        if self._ledger_bound and accepted.event is not None and self._receipt_for is not accepted:
+            raise ProtocolError(
+                "the prior's spend is not durable in the ledger yet (no countersigned SPEND "
+                "entry): the owner releases nothing"
+            )
+        self._pending = None
+        vector = unit_contributions(
+            self._train.users, self._train.items, self._train.n_items, self.policy.unit
+        )
+        if accepted.event is not None:
+            std = (
+                accepted.plan.noise_multiplier * CONTRIBUTION_BOUND / math.sqrt(self._prior_honest)
+            )
+            noise = SecureGaussianNoise(
+                CsprngStream(self._stream.random_source(), purpose=StreamPurpose.DP_NOISE)
+            ).sample(vector.size, std, dtype=torch.float64)
+            vector = vector + noise.numpy()
+        if not np.all(np.abs(vector) <= spec.clip):
+            raise ValueError("the prior's contribution exceeds the agreed quantisation range")
+        return quantize(vector, spec, weight=1, rng=self._stream.random_source())
 
     def countersign_spend(self, entry: Entry, *, ledger_id: bytes) -> Countersignature:
         """Check the ledger's SPEND entry for the pending round, countersign it, keep the receipt.

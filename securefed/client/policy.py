@@ -56,6 +56,10 @@ class OwnerPolicy:
         allowed_plan_hashes: digests of the training procedures the owner allows.
         budget: the owner's (epsilon, delta) budget for ``unit`` (None only with
             ``min_noise_multiplier == 0``).
+        prior_min_cohort: the smallest secure-aggregation cohort in which the owner
+            contributes to the item-popularity prior (:mod:`securefed.prior`); its
+            noise share assumes a session at least this large, and its client
+            refuses a smaller one. 0: the owner takes no part in a prior.
     """
 
     owner_id: int
@@ -68,6 +72,7 @@ class OwnerPolicy:
     allowed_model_hashes: frozenset[bytes]
     allowed_plan_hashes: frozenset[bytes]
     budget: Budget | None
+    prior_min_cohort: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.owner_id < 2**32:
@@ -83,6 +88,8 @@ class OwnerPolicy:
             raise ValueError("max_sampling_rate must be in (0, 1]")
         if self.public_units < 1:
             raise ValueError("public_units must be >= 1")
+        if not 0 <= self.prior_min_cohort < 2**32 or self.prior_min_cohort == 1:
+            raise ValueError("prior_min_cohort must be 0 (no prior) or at least 2")
         for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
             if not hashes or any(len(h) != 32 for h in hashes):
                 raise ValueError("allowed hash lists must be non-empty sets of 32-byte digests")
@@ -99,6 +106,7 @@ class OwnerPolicy:
         _hashes(w, self.allowed_plan_hashes)
         f64(w, 0.0 if self.budget is None else self.budget.epsilon)
         f64(w, 0.0 if self.budget is None else self.budget.delta)
+        w.u32(self.prior_min_cohort)
         return w.getvalue()
 
     def sign(self, owner_key: IdentityKey) -> SignedPolicy:

@@ -59,6 +59,7 @@ __all__ = [
     "is_private_name",
     "load_shared_state",
     "private_parameter_names",
+    "set_item_biases",
     "shared_layout",
     "shared_parameter_names",
     "shared_state",
@@ -481,3 +482,21 @@ def unflatten_into(model: nn.Module, flat: npt.ArrayLike) -> None:
             chunk = source[offset : offset + size].view(param.shape)
             param.copy_(chunk.to(device=param.device, dtype=param.dtype))
             offset += size
+
+
+def set_item_biases(model: nn.Module, biases: npt.ArrayLike) -> None:
+    """Overwrite a matrix factorisation's item biases (one value per item).
+
+    Raises:
+        ValueError: the model has no item biases, or ``biases`` has the wrong shape
+            or non-finite values.
+    """
+    inner = _unwrap(model)
+    if not isinstance(inner, MatrixFactorization):
+        raise ValueError("only a matrix factorisation model has item biases")
+    values = np.asarray(biases, dtype=np.float32)
+    weight = inner.item_bias.weight
+    if values.shape != (weight.shape[0],) or not np.all(np.isfinite(values)):
+        raise ValueError(f"expected {weight.shape[0]} finite item biases, got shape {values.shape}")
+    with torch.no_grad():
+        weight.copy_(torch.from_numpy(values).view(-1, 1).to(device=weight.device))

@@ -115,11 +115,14 @@ class RoundRecorder:
         event: DpSgdEvent | None,
         protection: ProtectionMode = ProtectionMode.SECAGG,
         client_level: bool = False,
+        release: Mapping[str, CanonicalValue] | None = None,
     ) -> None:
         """ROUND_PLANNED (cohort, rate, plan hash, who accepted) and MECHANISM.
 
         ``client_level``: the server adds client-level noise this round, so its
-        FEDERATION_SPEND must be recorded before the release.
+        FEDERATION_SPEND must be recorded before the release. ``release``: what a
+        round other than training releases and how its noise is placed (recorded
+        in the plan object under ``release``; the prior's, protocols/ledger.md §5.12).
 
         Raises:
             ProtocolError: the round id is not above the last planned one.
@@ -137,7 +140,9 @@ class RoundRecorder:
                 protection=protection,
                 plan_hash=plan.digest(),
                 accepted=accepted_ids,
-                plan=plan_fields(plan),
+                plan=plan_fields(plan)
+                if release is None
+                else {**plan_fields(plan), "release": dict(release)},
             ),
         )
         if event is not None:
