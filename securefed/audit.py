@@ -23,6 +23,7 @@ from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
 from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
 from securefed.ledger.entry import Countersignature, Entry, EntryKind
 from securefed.ledger.verify import VerificationReport, verify_ledger
+from securefed.prior import PRIOR_PROCEDURE_HASH, PRIOR_ROUND
 from securefed.privacy.accounting import (
     Accountant,
     Backend,
@@ -32,7 +33,10 @@ from securefed.privacy.accounting import (
 )
 from securefed.privacy.events import PrivacyEvent, PrivacyUnit
 from securefed.run_files import LEDGER_FILE, LEDGER_KEY_FILE, OWNER_KEYS_FILE
+from securefed.secagg.graph import ThreatModel, full_parameters
 from securefed.secagg.primitives import KEY_BYTES
+
+_PRIOR_HASH = PRIOR_PROCEDURE_HASH.hex()
 
 __all__ = [
     "AuditResult",
@@ -314,6 +318,47 @@ class _RoundCheck:
     spent: set[int] = field(default_factory=set)
     federation_spent: bool = False
     released: bool = False
+    dropped: set[int] = field(default_factory=set)
+    prior_threshold: int | None = None
+    """Round 0 (the prior): the threshold of the full graph at its ``min_cohort``."""
+    prior_bound: float | None = None
+
+
+def _prior_problems(
+    r: int, plan: Mapping[str, CanonicalValue], config: Mapping[str, CanonicalValue]
+) -> tuple[list[str], int | None, float | None]:
+    """What is wrong with a round-0 plan's prior release claims (protocols/ledger.md §5.12).
+
+    Returns (problems, the session's threshold, the contribution bound).
+    """
+    problems = []
+    if r != PRIOR_ROUND:
+        problems.append(f"the prior's procedure in round {r}, not round {PRIOR_ROUND}")
+    if _section(config, "prior").get("enabled") is not True:
+        problems.append("a prior release, but the configuration has no [prior]")
+    release = plan.get("release")
+    if not isinstance(release, dict) or release.get("kind") != "item_counts":
+        return [*problems, "round 0 does not describe its release (plan.release)"], None, None
+    try:
+        cohort = parse_uint(release["min_cohort"])
+        honest = parse_uint(release["honest_shares"])
+        fraction = parse_decimal(release["corrupt_fraction"])
+        bound = parse_decimal(release["contribution_bound"])
+        graph = full_parameters(cohort, ThreatModel(corrupt_fraction=fraction))
+    except (KeyError, TypeError, ValueError):
+        return [*problems, "round 0's release fields are missing or invalid"], None, None
+    configured = _decimal(_section(_section(config, "secagg"), "threat"), "corrupt_fraction")
+    if configured is not None and fraction < configured:
+        problems.append(
+            f"the release assumes corrupt fraction {fraction:g}, "
+            f"below the configured {configured:g}"
+        )
+    if honest != graph.threshold - graph.corrupt_bound:
+        problems.append(
+            f"honest_shares {honest} is not t - n_c = {graph.threshold - graph.corrupt_bound} "
+            f"of a full graph of {cohort}"
+        )
+    return problems, graph.threshold, bound
 
 
 def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue]) -> list[Finding]:
@@ -338,7 +383,13 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
 
     for entry, body in records:
         kind = entry.kind
-        if kind in (EntryKind.DROPOUTS, EntryKind.BUDGET_EXHAUSTED):
+        if kind is EntryKind.DROPOUTS:
+            dropped_round = rounds.get(parse_uint(body["round_id"]))
+            ids = body["dropped"]
+            if dropped_round is not None and isinstance(ids, list):
+                dropped_round.dropped.update(parse_uint(x) for x in ids)
+            continue
+        if kind is EntryKind.BUDGET_EXHAUSTED:
             continue
         r = parse_uint(body["round_id"])
         if kind is EntryKind.ROUND_PLANNED:
@@ -347,6 +398,13 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
             accepted = body["accepted"]
             ids = accepted if isinstance(accepted, list) else []
             rounds[r] = _RoundCheck(accepted=frozenset(parse_uint(x) for x in ids))
+            plan = body.get("plan")
+            plan = plan if isinstance(plan, dict) else {}
+            if r == PRIOR_ROUND or plan.get("training_procedure_hash") == _PRIOR_HASH:
+                problems, threshold, bound = _prior_problems(r, plan, config)
+                for problem in problems:
+                    bad(entry, problem)
+                rounds[r].prior_threshold, rounds[r].prior_bound = threshold, bound
             continue
         state = rounds.get(r)
         if state is None:
@@ -354,6 +412,12 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
             continue
         if kind is EntryKind.MECHANISM:
             state.mechanism = dp_sgd_event(body)
+            if state.prior_bound is not None and (
+                state.mechanism.sampling_rate != 1.0
+                or state.mechanism.steps != 1
+                or parse_decimal(body["clip_norm"]) != state.prior_bound
+            ):
+                bad(entry, "the prior's mechanism is not one full-batch release at its bound")
         elif kind is EntryKind.SPEND:
             owner = parse_uint(body["owner_id"])
             event = dp_sgd_event(body)
@@ -390,6 +454,13 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
         else:  # AGGREGATE_RELEASED
             if state.released:
                 bad(entry, f"round {r} is released twice")
+            survivors = len(state.accepted - state.dropped)
+            if state.prior_threshold is not None and survivors < state.prior_threshold:
+                bad(
+                    entry,
+                    f"the prior is released from {survivors} inputs, below the threshold "
+                    f"{state.prior_threshold} its noise shares count on",
+                )
             if state.mechanism is not None:
                 missing = sorted(state.accepted - state.spent)
                 if missing:

@@ -326,6 +326,11 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
         )
     if config.prior.enabled and config.model.kind is not ModelKind.MF:
         raise ConfigError(f"{source}: prior: needs a model with item biases (model.kind = mf)")
+    if config.prior.enabled and config.client_privacy.enabled:
+        raise ConfigError(
+            f"{source}: prior: not with client_privacy (round 0 releases each owner's counts "
+            "without the client-level mechanism, which would then not cover the run)"
+        )
     client = config.client_privacy
     if client.enabled:
         if client.noise_multiplier is None or client.budget_epsilon is None:

@@ -288,6 +288,9 @@ def prior_noise(config: SecurefedConfig) -> float:
     if not config.prior.enabled or not p.enabled:
         return 0.0
     budget = Budget(epsilon=_budget_epsilon(config), delta=p.delta)
+    if p.noise_multiplier is None and p.target_epsilon is not None:
+        # The share is of what the run may spend: the target, within the budget.
+        budget = Budget(epsilon=min(budget.epsilon, p.target_epsilon), delta=p.delta)
     return prior_noise_multiplier(config.prior.epsilon_share, budget)
 
 
@@ -471,6 +474,8 @@ class Federation:
             prior_min_cohort=len(self.shards)
             if self.config.prior.enabled and len(self.shards) >= 2
             else 0,
+            corrupt_fraction=self.config.secagg.threat.corrupt_fraction,
+            security_bits=self.config.secagg.threat.sigma,
         )
         model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
         return DataOwner(
@@ -625,6 +630,7 @@ class Federation:
             identities={i: self.identities[i] for i in inputs},
             context=context,
             inputs=inputs,
+            pinned_threat=self._pins(inputs),
         )
         for oid, secs in client_seconds.items():
             report.client_seconds[oid] = report.client_seconds.get(oid, 0.0) + secs
@@ -688,7 +694,7 @@ class Federation:
                 refused.append(oid)
                 continue
             try:
-                accepted[oid] = self.owners[oid].accept_prior(plan, threat=threat)
+                accepted[oid] = self.owners[oid].accept_prior(plan)
             except (PolicyViolation, PrivacyBudgetExceeded) as exc:
                 logger.info("prior: owner %d refused: %s", oid, exc)
                 refused.append(oid)
@@ -731,7 +737,7 @@ class Federation:
         params = SecAggParams(
             quantization=QuantizationSpec(
                 bits=PRIOR_QUANT_BITS,
-                clip=quantization_range(public, noise_std, config.training.public_units_digits),
+                clip=quantization_range(public, noise_std),
                 max_weight=1,
             ),
             vector_length=self.split.n_items,
@@ -758,6 +764,8 @@ class Federation:
             context=context,
             inputs=inputs,
             min_cohort={oid: self.owners[oid].policy.prior_min_cohort for oid in inputs},
+            pinned_threat=self._pins(inputs),
+            full_graph_only=True,
         )
         if recorder is not None:
             recorder.dropouts(
@@ -780,6 +788,10 @@ class Federation:
             )
         self._send_head()
         return report
+
+    def _pins(self, owner_ids: Iterable[int]) -> dict[int, ThreatModel]:
+        """Each owner's own secure-aggregation assumptions, which its client enforces."""
+        return {oid: self.owners[oid].policy.threat() for oid in owner_ids}
 
     def client_event(self) -> ClientGaussianEvent | None:
         """One round of the client-level mechanism, as accounted (None without [client_privacy]).
@@ -889,6 +901,7 @@ class Federation:
                 identities={i: self.identities[i] for i in members},
                 context=context,
                 inputs={i: inputs[i] for i in members},
+                pinned_threat=self._pins(members),
             )
             if report.result is None:
                 raise SecurefedError(f"evaluation aggregation aborted: {report.error}")
@@ -1032,7 +1045,7 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
     recorder.resume_after(state.last_planned, state.exhausted)
     fed.bind_ledger(recorder)
     logger.info(
-        "resumed: last planned round %d, last released %d", state.last_planned, state.last_released
+        "resumed: last planned round %d, last released %s", state.last_planned, state.last_released
     )
     return state.last_planned + 1
 

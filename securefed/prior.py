@@ -161,19 +161,17 @@ def unit_contributions(
     return total
 
 
-def quantization_range(max_public_units: int, noise_std: float, digits: int) -> float:
+def quantization_range(max_public_units: int, noise_std: float) -> float:
     """A power of two that bounds every coordinate of any owner's noisy contribution.
 
-    A count is at most the owner's unit count, which exceeds its public count
-    (rounded to ``digits`` significant digits) by less than a factor
-    ``1 + 10^(1 - digits)``; the noise share gets
-    :data:`NOISE_MARGIN_STDS` of its standard deviation (an owner whose vector is
-    still out of range refuses, rather than clip).
+    From public values only. A count is at most the owner's unit count, which is
+    below twice its public count (rounded to at least one significant digit: at
+    most 1.5 times); the noise share gets
+    :data:`NOISE_MARGIN_STDS` of its standard deviation.
     """
-    if max_public_units < 1 or digits < 1 or not (math.isfinite(noise_std) and noise_std >= 0):
-        raise ValueError("need a positive unit count and digits, and a finite noise std")
-    slack = 1.0 + 10.0 ** (1 - digits)
-    bound = slack * max_public_units * CONTRIBUTION_BOUND + NOISE_MARGIN_STDS * noise_std + 1.0
+    if max_public_units < 1 or not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError("need a positive unit count and a finite noise std")
+    bound = 2.0 * max_public_units * CONTRIBUTION_BOUND + NOISE_MARGIN_STDS * noise_std + 1.0
     return float(2.0 ** math.ceil(math.log2(bound)))
 
 

@@ -12,11 +12,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from securefed.errors import InsufficientSharesError, SecurefedError
+from securefed.errors import InsufficientSharesError, ProtocolError, SecurefedError
 from securefed.randomness import RandomSource
 from securefed.secagg.client import SecAggClient
 from securefed.secagg.client_input import QuantizedInput
 from securefed.secagg.context import RoundContext
+from securefed.secagg.graph import ThreatModel
 from securefed.secagg.messages import (
     AdvertiseKeys,
     CohortBroadcast,
@@ -66,6 +67,8 @@ def run_secagg_round(
     rng_for: Callable[[int], RandomSource] | None = None,
     keep_server_view: bool = False,
     min_cohort: Mapping[int, int] | None = None,
+    pinned_threat: Mapping[int, ThreatModel] | None = None,
+    full_graph_only: bool = False,
 ) -> RoundReport:
     """Run one round with the given clients, inputs and dropout schedule.
 
@@ -78,6 +81,9 @@ def run_secagg_round(
         rng_for: per-client randomness (default: each session's OS CSPRNG).
         keep_server_view: keep each masked payload as the server received it (for tests).
         min_cohort: each client's own floor on the cohort size (default none).
+        pinned_threat: each client's own secure-aggregation assumptions (a client
+            whose context is weaker refuses the round and takes no part).
+        full_graph_only: every client refuses a context that does not force the full graph.
     """
     schedule = {stage: set(drops.get(stage, ())) if drops else set() for stage in STAGES}
     unknown = set(drops or {}) - set(STAGES)
@@ -87,16 +93,21 @@ def run_secagg_round(
     server = SecAggServer(roster=roster, context=context)
     clients: dict[int, SecAggClient] = {}
     for cid in sorted(inputs):
-        clients[cid] = SecAggClient(
-            client_id=cid,
-            identity=identities[cid],
-            roster=roster,
-            context=context,
-            rng=rng_for(cid) if rng_for else None,
-            min_cohort=(min_cohort or {}).get(cid, 0),
-        )
         report.client_seconds[cid] = 0.0
         report.bytes_up[cid] = report.bytes_down[cid] = 0
+        try:
+            clients[cid] = SecAggClient(
+                client_id=cid,
+                identity=identities[cid],
+                roster=roster,
+                context=context,
+                rng=rng_for(cid) if rng_for else None,
+                min_cohort=(min_cohort or {}).get(cid, 0),
+                pinned_threat=(pinned_threat or {}).get(cid),
+                full_graph_only=full_graph_only,
+            )
+        except ProtocolError as exc:  # the client refuses the context: it never advertises
+            report.client_errors[cid] = exc
     alive = set(clients)
 
     def on_client(cid: int, action: Callable[..., Message], *args: object) -> bytes | None:

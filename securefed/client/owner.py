@@ -35,13 +35,13 @@ from securefed.prior import (
     PRIOR_PROCEDURE_HASH,
     PRIOR_ROUND,
     honest_shares,
+    quantization_range,
     unit_contributions,
 )
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
-from securefed.secagg.graph import ThreatModel
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey
 
@@ -192,7 +192,7 @@ class DataOwner:
         self._pending = accepted
         return accepted
 
-    def accept_prior(self, plan: RoundPlan, *, threat: ThreatModel) -> AcceptedRound:
+    def accept_prior(self, plan: RoundPlan) -> AcceptedRound:
         """Check round 0's plan (the item-popularity prior) and record its spend.
 
         The owner takes part only if its policy names a ``prior_min_cohort``, only
@@ -200,8 +200,9 @@ class DataOwner:
         prior's procedure hash, sampling rate 1, one step, the contribution bound as
         clip norm, its own unit and an allowed model. Its noise share assumes the
         fewest honest inputs a session of ``prior_min_cohort`` clients can release
-        under ``threat`` (the owner's own secure-aggregation assumptions), never a
-        figure from the server. The returned token buys one :meth:`prior_contribution`.
+        under the policy's own secure-aggregation assumptions (``OwnerPolicy.threat``,
+        which its client enforces on the session), never a figure from the server.
+        The returned token buys one :meth:`prior_contribution`.
 
         Raises:
             PolicyViolation: the owner takes no part in a prior, the prior comes
@@ -230,7 +231,7 @@ class DataOwner:
             raise PolicyViolation(
                 f"owner {self.owner_id} refuses the prior: " + "; ".join(problems)
             )
-        honest = honest_shares(policy.prior_min_cohort, threat)
+        honest = honest_shares(policy.prior_min_cohort, policy.threat())
         event = plan.dp_event()
         epsilon = math.inf
         if event is not None:
@@ -248,16 +249,24 @@ class DataOwner:
         """The owner's bounded item counts plus its noise share, quantised for the session.
 
         The noise share is N(0, (sigma * bound)^2 / h) per item, ``h`` from
-        :meth:`accept_prior`; no coordinate is clipped (one out of the agreed range
-        is an error, with odds below 1e-30 for the range the coordinator derives).
+        :meth:`accept_prior`. The quantisation range must be at least the one the
+        owner derives from public values alone (its public unit count and its noise
+        share, :func:`~securefed.prior.quantization_range`); a noisy coordinate past
+        it (odds below 1e-30) is saturated, which is post-processing.
 
         Raises:
-            PolicyViolation: ``accepted`` is not the pending prior token.
+            PolicyViolation: ``accepted`` is not the pending prior token, or the
+                range is below the owner's own.
             ProtocolError: with a ledger bound, the spend is not countersigned yet.
-            ValueError: a coordinate is outside the quantisation range.
         """
         if accepted is not self._pending or self._prior_honest is None:
             raise PolicyViolation("the prior needs the token of the accepted prior plan, once")
+        std = accepted.plan.noise_multiplier * CONTRIBUTION_BOUND / math.sqrt(self._prior_honest)
+        if spec.clip < quantization_range(self.policy.public_units, std):
+            raise PolicyViolation(
+                f"owner {self.owner_id} refuses the prior: the quantisation range "
+                f"{spec.clip:g} is below its own"
+            )
         if self._ledger_bound and accepted.event is not None and self._receipt_for is not accepted:
             raise ProtocolError(
                 "the prior's spend is not durable in the ledger yet (no countersigned SPEND "
@@ -268,15 +277,10 @@ class DataOwner:
             self._train.users, self._train.items, self._train.n_items, self.policy.unit
         )
         if accepted.event is not None:
-            std = (
-                accepted.plan.noise_multiplier * CONTRIBUTION_BOUND / math.sqrt(self._prior_honest)
-            )
             noise = SecureGaussianNoise(
                 CsprngStream(self._stream.random_source(), purpose=StreamPurpose.DP_NOISE)
             ).sample(vector.size, std, dtype=torch.float64)
             vector = vector + noise.numpy()
-        if not np.all(np.abs(vector) <= spec.clip):
-            raise ValueError("the prior's contribution exceeds the agreed quantisation range")
         return quantize(vector, spec, weight=1, rng=self._stream.random_source())
 
     def countersign_spend(self, entry: Entry, *, ledger_id: bytes) -> Countersignature:

@@ -21,6 +21,7 @@ from securefed.plan import RoundPlan, f64, positive
 from securefed.privacy.accountant import Budget
 from securefed.privacy.events import PrivacyUnit
 from securefed.secagg.encoding import Writer
+from securefed.secagg.graph import ThreatModel
 from securefed.secagg.primitives import ed25519_verify
 from securefed.secagg.roster import IdentityKey
 
@@ -60,6 +61,12 @@ class OwnerPolicy:
             contributes to the item-popularity prior (:mod:`securefed.prior`); its
             noise share assumes a session at least this large, and its client
             refuses a smaller one. 0: the owner takes no part in a prior.
+        corrupt_fraction: the share of a secure-aggregation cohort the owner assumes
+            may collude with the server; its client refuses a round context that
+            assumes less (a lower threshold), and the prior's noise share counts on
+            no more honest inputs than this leaves.
+        security_bits: the statistical security (``sigma``) the owner requires of
+            a sparse graph; a context with less is refused.
     """
 
     owner_id: int
@@ -73,6 +80,8 @@ class OwnerPolicy:
     allowed_plan_hashes: frozenset[bytes]
     budget: Budget | None
     prior_min_cohort: int = 0
+    corrupt_fraction: float = 0.2
+    security_bits: int = 40
 
     def __post_init__(self) -> None:
         if not 0 < self.owner_id < 2**32:
@@ -88,6 +97,10 @@ class OwnerPolicy:
             raise ValueError("max_sampling_rate must be in (0, 1]")
         if self.public_units < 1:
             raise ValueError("public_units must be >= 1")
+        if not (math.isfinite(self.corrupt_fraction) and 0.0 <= self.corrupt_fraction < 0.5):
+            raise ValueError("corrupt_fraction must be in [0, 0.5)")
+        if not 1 <= self.security_bits <= 256:
+            raise ValueError("security_bits must be in [1, 256]")
         if not 0 <= self.prior_min_cohort < 2**32 or self.prior_min_cohort == 1:
             raise ValueError("prior_min_cohort must be 0 (no prior) or at least 2")
         for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
@@ -107,7 +120,13 @@ class OwnerPolicy:
         f64(w, 0.0 if self.budget is None else self.budget.epsilon)
         f64(w, 0.0 if self.budget is None else self.budget.delta)
         w.u32(self.prior_min_cohort)
+        f64(w, self.corrupt_fraction)
+        w.u32(self.security_bits)
         return w.getvalue()
+
+    def threat(self) -> ThreatModel:
+        """The owner's pinned secure-aggregation assumptions (what its client enforces)."""
+        return ThreatModel(corrupt_fraction=self.corrupt_fraction, sigma=self.security_bits)
 
     def sign(self, owner_key: IdentityKey) -> SignedPolicy:
         """Sign this policy with the owner's key."""

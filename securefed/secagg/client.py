@@ -28,7 +28,7 @@ from securefed.secagg import derive
 from securefed.secagg.client_input import QuantizedInput
 from securefed.secagg.cohort import ShareCoordinates, cohort_layout
 from securefed.secagg.context import RoundContext
-from securefed.secagg.graph import GraphKind, GraphParameters, consistency_quorum
+from securefed.secagg.graph import GraphKind, GraphParameters, ThreatModel, consistency_quorum
 from securefed.secagg.messages import (
     SHARE_PLAINTEXT_BYTES,
     AdvertiseKeys,
@@ -101,6 +101,17 @@ class SecAggClient:
             coordinator running a round with the target and a few clients of its
             own would learn the target's input from the sum, so the owner's
             policy sets a floor the coordinator cannot lower.
+        pinned_threat: this data owner's own secure-aggregation assumptions. The
+            context's threat model sets the threshold and the consistency quorum;
+            one that assumes fewer corrupt clients (or less statistical security)
+            than the owner does is refused, so a coordinator cannot lower the
+            threshold to unmask one client from two split views of the survivors.
+        full_graph_only: refuse a context that does not force the full graph.
+
+    Raises:
+        ConfigError: the identity or roster does not match.
+        ProtocolError: the context is weaker than ``pinned_threat`` or, with
+            ``full_graph_only``, does not force the full graph.
     """
 
     def __init__(
@@ -112,7 +123,20 @@ class SecAggClient:
         context: RoundContext,
         rng: RandomSource | None = None,
         min_cohort: int = 0,
+        pinned_threat: ThreatModel | None = None,
+        full_graph_only: bool = False,
     ) -> None:
+        threat = context.params.threat
+        if pinned_threat is not None and (
+            threat.corrupt_fraction < pinned_threat.corrupt_fraction
+            or threat.sigma < pinned_threat.sigma
+        ):
+            raise ProtocolError(
+                "the round context assumes fewer corrupt clients or less security than this "
+                "owner does"
+            )
+        if full_graph_only and context.params.graph is not GraphKind.FULL:
+            raise ProtocolError("this session must force the full graph")
         if client_id not in roster or roster.identity_key(client_id) != identity.public_key:
             raise ConfigError("this identity is not the roster's key for this client id")
         if context.roster_hash != roster.digest():

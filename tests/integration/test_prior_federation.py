@@ -167,10 +167,10 @@ def test_each_owner_adds_its_share_of_the_noise(tmp_path, ratings_writer):
     fed = _fed(config, "noise")
     sigma = fed.prior_noise_multiplier
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=sigma, model_hash=fed.model_hash)
-    spec = QuantizationSpec(bits=24, clip=64.0, max_weight=1)
+    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
     residuals = []
     for owner in fed.owners.values():
-        accepted = owner.accept_prior(plan, threat=THREAT)
+        accepted = owner.accept_prior(plan)
         q = owner.prior_contribution(accepted, spec)
         values, _ = dequantize(q.values.astype(np.uint64), spec)
         counts = np.bincount(owner._train.items, minlength=fed.split.n_items)
@@ -197,28 +197,90 @@ def test_owners_refuse_anything_but_the_prior_before_any_round(ratings_csv):
     ]
     for plan in bad_plans:
         with pytest.raises(PolicyViolation):
-            owner.accept_prior(plan, threat=THREAT)
+            owner.accept_prior(plan)
     assert owner.accepted == []
     assert owner.epsilon() == 0.0
     greedy = dataclasses.replace(good, noise_multiplier=0.2)  # would overspend the budget
     with pytest.raises(PrivacyBudgetExceeded):
-        owner.accept_prior(greedy, threat=THREAT)
+        owner.accept_prior(greedy)
     assert owner.accepted == []
     assert owner.epsilon() == 0.0
-    accepted = owner.accept_prior(good, threat=THREAT)
+    accepted = owner.accept_prior(good)
     with pytest.raises(PolicyViolation, match="before any round"):
-        owner.accept_prior(good, threat=THREAT)  # no second prior
-    spec = QuantizationSpec(bits=24, clip=64.0, max_weight=1)
+        owner.accept_prior(good)  # no second prior
+    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
     owner.prior_contribution(accepted, spec)
     with pytest.raises(PolicyViolation):
         owner.prior_contribution(accepted, spec)  # the token buys one contribution
+
+
+def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
+    # A narrow range would make saturation (or a refusal) depend on the counts.
+    fed = _fed(_config(ratings_csv), "range")
+    owner = fed.owners[1]
+    plan = prior_plan(
+        unit=PrivacyUnit.RECORD,
+        noise_multiplier=fed.prior_noise_multiplier,
+        model_hash=fed.model_hash,
+    )
+    accepted = owner.accept_prior(plan)
+    with pytest.raises(PolicyViolation, match="range"):
+        owner.prior_contribution(accepted, QuantizationSpec(bits=24, clip=8.0, max_weight=1))
+
+
+def test_owners_refuse_a_session_that_assumes_fewer_corrupt_owners(ratings_csv):
+    """A coordinator that lowers the corrupt fraction lowers t (and the honest inputs)."""
+    fed = _fed(_config(ratings_csv), "pinned")
+    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
+    plan = prior_plan(
+        unit=PrivacyUnit.RECORD,
+        noise_multiplier=fed.prior_noise_multiplier,
+        model_hash=fed.model_hash,
+    )
+    inputs = {
+        oid: owner.prior_contribution(owner.accept_prior(plan), spec)
+        for oid, owner in fed.owners.items()
+    }
+    from securefed.secagg.context import SecAggParams
+    from securefed.secagg.graph import GraphKind
+
+    def params(fraction, graph):
+        return SecAggParams(
+            quantization=spec,
+            vector_length=fed.split.n_items,
+            max_clients=16,
+            threat=ThreatModel(corrupt_fraction=fraction),
+            graph=graph,
+            min_clients=3,
+        )
+
+    for weak in (params(0.0, GraphKind.FULL), params(0.2, None)):
+        context = RoundContext(
+            federation_id="prior-fed",
+            round_id=0,
+            model_hash=b"h" * 32,
+            roster_hash=fed.roster.digest(),
+            params=weak,
+        )
+        report = run_secagg_round(
+            roster=fed.roster,
+            identities=fed.identities,
+            context=context,
+            inputs=inputs,
+            min_cohort={i: 3 for i in inputs},
+            pinned_threat={i: fed.owners[i].policy.threat() for i in inputs},
+            full_graph_only=True,
+        )
+        assert report.result is None
+        assert set(report.client_errors) == {1, 2, 3}
+        assert all(isinstance(e, ProtocolError) for e in report.client_errors.values())
 
 
 def test_an_owner_without_a_prior_in_its_policy_refuses(ratings_csv):
     fed = _fed(_config(ratings_csv, prior={"enabled": False}), "nopolicy")
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=3.0, model_hash=fed.model_hash)
     with pytest.raises(PolicyViolation, match="no part in a prior"):
-        fed.owners[1].accept_prior(plan, threat=THREAT)
+        fed.owners[1].accept_prior(plan)
 
 
 def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(ratings_csv):
@@ -229,20 +291,20 @@ def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(rating
     owner.bind_ledger(writer_key=IdentityKey.generate().public_key)
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
                       model_hash=fed.model_hash)  # fmt: skip
-    accepted = owner.accept_prior(plan, threat=THREAT)
+    accepted = owner.accept_prior(plan)
     with pytest.raises(ProtocolError, match="not durable"):
-        owner.prior_contribution(accepted, QuantizationSpec(bits=24, clip=64.0, max_weight=1))
+        owner.prior_contribution(accepted, QuantizationSpec(bits=24, clip=1024.0, max_weight=1))
 
 
 def test_a_session_below_the_owners_floor_releases_nothing(ratings_csv):
     fed = _fed(_config(ratings_csv), "floor")
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
                       model_hash=fed.model_hash)  # fmt: skip
-    spec = QuantizationSpec(bits=24, clip=64.0, max_weight=1)
+    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
     inputs = {}
     for oid in (1, 2):  # the server leaves owner 3 out and runs a 2-client session
         owner = fed.owners[oid]
-        inputs[oid] = owner.prior_contribution(owner.accept_prior(plan, threat=THREAT), spec)
+        inputs[oid] = owner.prior_contribution(owner.accept_prior(plan), spec)
     from securefed.secagg.context import SecAggParams
 
     params = SecAggParams(quantization=spec, vector_length=fed.split.n_items, max_clients=16,
@@ -280,3 +342,65 @@ def test_summary_names_the_prior(finished):
         "released": True,
         "noise_multiplier": result.prior_noise_multiplier,
     }
+
+
+def _prior_ledger(fed, path, variant):
+    """Round 0 written by the recorder, with one claim falsified per ``variant``."""
+    from securefed.ledger import Ledger
+    from securefed.secagg.roster import IdentityKey
+    from securefed.server.recorder import RoundRecorder
+
+    writer = IdentityKey.generate()
+    recorder = RoundRecorder(Ledger.create(path, writer, federation=fed.genesis_body()))
+    sigma = fed.prior_noise_multiplier
+    plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=sigma, model_hash=fed.model_hash)
+    if variant == "partial_batch":
+        plan = dataclasses.replace(plan, sampling_rate=0.5)
+    release = {
+        "kind": "item_counts",
+        "contribution_bound": "1",
+        "noise": "distributed",
+        "min_cohort": "3",
+        "honest_shares": "2",  # t - n_c of a full graph of 3 at corrupt fraction 0.2
+        "corrupt_fraction": "0.2",
+    }
+    if variant == "more_honest_shares":
+        release["honest_shares"] = "3"
+    if variant == "fewer_corrupt":
+        release["corrupt_fraction"] = "0.1"
+    event = plan.dp_event()
+    recorder.planned(plan, cohort=[1, 2, 3], cohort_rate=1.0, accepted=[1, 2, 3], event=event,
+                     release=release)  # fmt: skip
+    for oid in (1, 2, 3):
+        eps = epsilon_for([event], delta=1e-5, backend=Backend.RDP)
+        recorder.spend(oid, event=event, delta=1e-5, epsilon_after=eps)
+    survivors = [1, 2, 3]
+    if variant == "below_threshold":
+        recorder.dropouts({"masked_input": [3]})
+        survivors = [1, 2]
+    recorder.released(mean=np.zeros(4), weight=len(survivors), new_weights=np.zeros(4, np.float32),
+                      survivors=survivors)  # fmt: skip
+    recorder.ledger.close()
+    return writer.public_key
+
+
+@pytest.mark.parametrize(
+    ("variant", "finding"),
+    [
+        ("honest", None),
+        ("more_honest_shares", "honest_shares 3 is not t - n_c = 2"),
+        ("fewer_corrupt", "below the configured 0.2"),
+        ("below_threshold", "released from 2 inputs, below the threshold 3"),
+        ("partial_batch", "not one full-batch release"),
+    ],
+)
+def test_the_audit_checks_the_priors_claims(ratings_csv, tmp_path, variant, finding):
+    fed = _fed(_config(ratings_csv), "audit")
+    key = _prior_ledger(fed, tmp_path / "l.db", variant)
+    result = audit_ledger(tmp_path / "l.db", key)
+    reasons = [f.reason for f in result.findings]
+    if finding is None:
+        assert result.ok, reasons
+    else:
+        assert not result.ok
+        assert any(finding in r for r in reasons), reasons

@@ -154,11 +154,10 @@ def test_item_log_odds_refuses_bad_input():
 
 def test_quantization_range_covers_the_largest_count_and_the_noise_margin():
     # Two significant digits: 10,499 units are declared as 10,000.
-    r = quantization_range(10_000, noise_std=1.0, digits=2)
-    assert r >= 10_499 + 12
+    r = quantization_range(10_000, noise_std=1.0)
+    assert r >= 15_000 + 12  # 14,999 units are declared as 10,000 at one significant digit
     assert math.log2(r).is_integer()
-    assert quantization_range(100, noise_std=0.0, digits=1) >= 199  # 149 -> 100 at one digit
     with pytest.raises(ValueError, match="positive unit count"):
-        quantization_range(0, noise_std=1.0, digits=2)
+        quantization_range(0, noise_std=1.0)
     with pytest.raises(ValueError, match="finite noise"):
-        quantization_range(10, noise_std=float("nan"), digits=2)
+        quantization_range(10, noise_std=float("nan"))
