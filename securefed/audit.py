@@ -23,7 +23,7 @@ from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
 from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
 from securefed.ledger.entry import Countersignature, Entry, EntryKind
 from securefed.ledger.verify import VerificationReport, verify_ledger
-from securefed.prior import PRIOR_PROCEDURE_HASH, PRIOR_ROUND
+from securefed.prior import CONTRIBUTION_BOUND, PRIOR_PROCEDURE_HASH, PRIOR_ROUND
 from securefed.privacy.accounting import (
     Accountant,
     Backend,
@@ -336,6 +336,9 @@ def _prior_problems(
         problems.append(f"the prior's procedure in round {r}, not round {PRIOR_ROUND}")
     if _section(config, "prior").get("enabled") is not True:
         problems.append("a prior release, but the configuration has no [prior]")
+    if plan.get("training_procedure_hash") != _PRIOR_HASH:
+        problems.append("round 0 is the prior's, but its plan names another procedure")
+    private = _section(config, "privacy").get("enabled") is not False
     release = plan.get("release")
     if not isinstance(release, dict) or release.get("kind") != "item_counts":
         return [*problems, "round 0 does not describe its release (plan.release)"], None, None
@@ -347,6 +350,10 @@ def _prior_problems(
         graph = full_parameters(cohort, ThreatModel(corrupt_fraction=fraction))
     except (KeyError, TypeError, ValueError):
         return [*problems, "round 0's release fields are missing or invalid"], None, None
+    if bound != CONTRIBUTION_BOUND:
+        problems.append(f"contribution bound {bound:g} is not {CONTRIBUTION_BOUND:g}")
+    if release.get("noise") != ("distributed" if private else "none"):
+        problems.append(f"noise {release.get('noise')!r} does not match privacy.enabled")
     configured = _decimal(_section(_section(config, "secagg"), "threat"), "corrupt_fraction")
     if configured is not None and fraction < configured:
         problems.append(
@@ -370,6 +377,7 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
     client = _section(config, "client_privacy")
     update = _section(config, "update")
     delta = _decimal(privacy, "delta")
+    private = privacy.get("enabled") is not False
     unit = privacy.get("unit")
     client_on = client.get("enabled") is True
     client_delta = _decimal(client, "delta")
@@ -455,6 +463,8 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
             if state.released:
                 bad(entry, f"round {r} is released twice")
             survivors = len(state.accepted - state.dropped)
+            if state.prior_threshold is not None and state.mechanism is None and private:
+                bad(entry, "the prior of a private federation is released with no mechanism")
             if state.prior_threshold is not None and survivors < state.prior_threshold:
                 bad(
                     entry,

@@ -85,6 +85,7 @@ from securefed.models.recommendation import (
 )
 from securefed.plan import RoundPlan, steps_per_round
 from securefed.prior import (
+    PRIOR_QUANT_BITS,
     PRIOR_ROUND,
     honest_shares,
     item_log_odds,
@@ -92,6 +93,7 @@ from securefed.prior import (
     prior_noise_multiplier,
     prior_plan,
     quantization_range,
+    session_hash,
 )
 from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
 from securefed.privacy.accounting import ONLINE_DEFAULT
@@ -113,7 +115,7 @@ from securefed.secagg.graph import GraphKind, ThreatModel
 from securefed.secagg.primitives import ct_equal
 from securefed.secagg.quantize import QuantizationSpec, dequantize
 from securefed.secagg.roster import IdentityKey, Roster, RosterEntry
-from securefed.server.coordinator import Coordinator, shared_model_hash
+from securefed.server.coordinator import Coordinator
 from securefed.server.recorder import RoundRecorder, global_model_hash
 from securefed.simulation import RoundReport, run_secagg_round
 
@@ -313,10 +315,6 @@ def public_units(count: int, digits: int) -> int:
     scale = 10 ** max(0, len(str(count)) - digits)
     rounded: int = (count + scale // 2) // scale * scale
     return max(1, rounded)
-
-
-PRIOR_QUANT_BITS = 24
-"""Quantisation bits of the prior's counts (a step far below one noise share's std)."""
 
 
 def _metric_params(config: SecurefedConfig, max_users: int) -> SecAggParams:
@@ -685,7 +683,12 @@ class Federation:
         )
         ids = sorted(self.owners)
         floor = len(ids)
-        honest = honest_shares(floor, threat)
+        # One divisor for every owner (bound into the session): the smallest any
+        # owner's own pinned assumptions allow, at most the configuration's.
+        honest = min(
+            [honest_shares(floor, threat)]
+            + [honest_shares(floor, o.policy.threat()) for o in self.owners.values()]
+        )
         refused = []
         accepted: dict[int, AcceptedRound] = {}
         event = plan.dp_event()
@@ -694,7 +697,7 @@ class Federation:
                 refused.append(oid)
                 continue
             try:
-                accepted[oid] = self.owners[oid].accept_prior(plan)
+                accepted[oid] = self.owners[oid].accept_prior(plan, divisor=honest)
             except (PolicyViolation, PrivacyBudgetExceeded) as exc:
                 logger.info("prior: owner %d refused: %s", oid, exc)
                 refused.append(oid)
@@ -747,17 +750,16 @@ class Federation:
             full_graph_up_to=s.full_graph_up_to,
             min_clients=floor,
         )
-        inputs = {
-            oid: self.owners[oid].prior_contribution(acc, params.quantization)
-            for oid, acc in accepted.items()
-        }
         context = RoundContext(
             federation_id=config.federation.federation_id,
             round_id=PRIOR_ROUND,
-            model_hash=shared_model_hash(c.weights, plan),
+            model_hash=session_hash(plan, honest),
             roster_hash=self.roster.digest(),
             params=params,
         )
+        inputs = {
+            oid: self.owners[oid].prior_contribution(acc, context) for oid, acc in accepted.items()
+        }
         report = run_secagg_round(
             roster=self.roster,
             identities={i: self.identities[i] for i in inputs},

@@ -42,6 +42,7 @@ from securefed.secagg.graph import ThreatModel, full_parameters
 __all__ = [
     "CONTRIBUTION_BOUND",
     "PRIOR_PROCEDURE_HASH",
+    "PRIOR_QUANT_BITS",
     "PRIOR_ROUND",
     "honest_shares",
     "item_log_odds",
@@ -49,6 +50,7 @@ __all__ = [
     "prior_noise_multiplier",
     "prior_plan",
     "quantization_range",
+    "session_hash",
     "unit_contributions",
 ]
 
@@ -58,6 +60,8 @@ PRIOR_PROCEDURE_HASH = hashlib.sha256(b"securefed/prior/item-counts/v1").digest(
 """The prior's procedure hash (the ledger's ``training_procedure_hash`` of round 0)."""
 CONTRIBUTION_BOUND = 1.0
 """L2 bound of one unit's contribution to the count vector (the release's sensitivity)."""
+PRIOR_QUANT_BITS = 24
+"""Quantisation bits of the prior's counts (a step far below one noise share's std)."""
 NOISE_MARGIN_STDS = 12.0
 """Quantisation range margin, in standard deviations of an owner's noise share."""
 
@@ -74,6 +78,19 @@ def honest_shares(min_cohort: int, threat: ThreatModel) -> int:
     """
     graph = full_parameters(min_cohort, threat)
     return graph.threshold - graph.corrupt_bound
+
+
+def session_hash(plan: RoundPlan, honest: int) -> bytes:
+    """The prior session's model hash: binds the plan and the noise divisor ``h``.
+
+    It enters the session's mask-seed KDF and share AEAD, so owners given
+    different plans or divisors cannot complete one session together.
+    """
+    if honest < 1:
+        raise ValueError("honest shares must be at least 1")
+    return hashlib.sha256(
+        b"securefed/prior/session/v1|" + plan.digest() + honest.to_bytes(4, "big")
+    ).digest()
 
 
 def prior_event(noise_multiplier: float, unit: PrivacyUnit) -> DpSgdEvent:

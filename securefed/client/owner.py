@@ -33,15 +33,19 @@ from securefed.plan import RoundPlan
 from securefed.prior import (
     CONTRIBUTION_BOUND,
     PRIOR_PROCEDURE_HASH,
+    PRIOR_QUANT_BITS,
     PRIOR_ROUND,
     honest_shares,
     quantization_range,
+    session_hash,
     unit_contributions,
 )
 from securefed.privacy.accountant import OwnerAccountant
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
+from securefed.secagg.context import RoundContext
+from securefed.secagg.graph import GraphKind
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey
 
@@ -192,17 +196,20 @@ class DataOwner:
         self._pending = accepted
         return accepted
 
-    def accept_prior(self, plan: RoundPlan) -> AcceptedRound:
+    def accept_prior(self, plan: RoundPlan, *, divisor: int) -> AcceptedRound:
         """Check round 0's plan (the item-popularity prior) and record its spend.
 
         The owner takes part only if its policy names a ``prior_min_cohort``, only
         before any other round, and only in the prior's exact form: round 0, the
         prior's procedure hash, sampling rate 1, one step, the contribution bound as
-        clip norm, its own unit and an allowed model. Its noise share assumes the
-        fewest honest inputs a session of ``prior_min_cohort`` clients can release
-        under the policy's own secure-aggregation assumptions (``OwnerPolicy.threat``,
-        which its client enforces on the session), never a figure from the server.
-        The returned token buys one :meth:`prior_contribution`.
+        clip norm, its own unit and an allowed model. ``divisor`` is the noise
+        divisor ``h`` every owner of the session uses (the coordinator sends one
+        figure to all; :func:`~securefed.prior.session_hash` binds it into the
+        session, so owners given different figures cannot aggregate together). The
+        owner refuses an ``h`` above the fewest honest inputs a session of its
+        ``prior_min_cohort`` can release under its own pinned assumptions
+        (``OwnerPolicy.threat``, which its client enforces on the session). The
+        returned token buys one :meth:`prior_contribution`.
 
         Raises:
             PolicyViolation: the owner takes no part in a prior, the prior comes
@@ -227,11 +234,14 @@ class DataOwner:
             problems.append("model architecture not allowed by the owner")
         if policy.min_noise_multiplier > 0 and plan.noise_multiplier == 0:
             problems.append("the owner's policy requires DP: no noiseless release")
+        own = honest_shares(policy.prior_min_cohort, policy.threat())
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or not 1 <= divisor <= own:
+            problems.append(f"noise divisor {divisor} outside [1, {own}]")
         if problems:
             raise PolicyViolation(
                 f"owner {self.owner_id} refuses the prior: " + "; ".join(problems)
             )
-        honest = honest_shares(policy.prior_min_cohort, policy.threat())
+        honest = divisor
         event = plan.dp_event()
         epsilon = math.inf
         if event is not None:
@@ -245,27 +255,47 @@ class DataOwner:
         self._prior_honest = honest
         return accepted
 
-    def prior_contribution(self, accepted: AcceptedRound, spec: QuantizationSpec) -> QuantizedInput:
-        """The owner's bounded item counts plus its noise share, quantised for the session.
+    def prior_contribution(self, accepted: AcceptedRound, context: RoundContext) -> QuantizedInput:
+        """The owner's bounded item counts plus its noise share, quantised for ``context``.
 
         The noise share is N(0, (sigma * bound)^2 / h) per item, ``h`` from
-        :meth:`accept_prior`. The quantisation range must be at least the one the
-        owner derives from public values alone (its public unit count and its noise
-        share, :func:`~securefed.prior.quantization_range`); a noisy coordinate past
-        it (odds below 1e-30) is saturated, which is post-processing.
+        :meth:`accept_prior`. The owner checks the session before it computes
+        anything from its data: round 0, the model hash that binds the accepted
+        plan and ``h`` (:func:`~securefed.prior.session_hash`), the full graph, its
+        own cohort floor and pinned assumptions, at least
+        :data:`~securefed.prior.PRIOR_QUANT_BITS` bits and a range at least the one
+        it derives from public values alone (its public unit count and its noise
+        share, :func:`~securefed.prior.quantization_range`). A noisy coordinate past
+        that range (odds below 1e-30) is saturated, which is post-processing. The
+        input carries the context's spec: a session with another one refuses it.
 
         Raises:
             PolicyViolation: ``accepted`` is not the pending prior token, or the
-                range is below the owner's own.
+                session is not the one the owner accepted.
             ProtocolError: with a ledger bound, the spend is not countersigned yet.
         """
         if accepted is not self._pending or self._prior_honest is None:
             raise PolicyViolation("the prior needs the token of the accepted prior plan, once")
         std = accepted.plan.noise_multiplier * CONTRIBUTION_BOUND / math.sqrt(self._prior_honest)
-        if spec.clip < quantization_range(self.policy.public_units, std):
+        p = context.params
+        spec = p.quantization
+        threat, pinned = p.threat, self.policy.threat()
+        problems = []
+        if context.round_id != PRIOR_ROUND:
+            problems.append("not round 0")
+        if context.model_hash != session_hash(accepted.plan, self._prior_honest):
+            problems.append("the session does not bind the accepted plan and noise divisor")
+        if p.graph is not GraphKind.FULL or p.min_clients < self.policy.prior_min_cohort:
+            problems.append("not a full-graph session of at least its cohort floor")
+        if threat.corrupt_fraction < pinned.corrupt_fraction or threat.sigma < pinned.sigma:
+            problems.append("weaker secure-aggregation assumptions than its own")
+        if spec.bits < PRIOR_QUANT_BITS or spec.clip < quantization_range(
+            self.policy.public_units, std
+        ):
+            problems.append(f"quantisation ({spec.bits} bits, range {spec.clip:g}) below its own")
+        if problems:
             raise PolicyViolation(
-                f"owner {self.owner_id} refuses the prior: the quantisation range "
-                f"{spec.clip:g} is below its own"
+                f"owner {self.owner_id} refuses the prior session: " + "; ".join(problems)
             )
         if self._ledger_bound and accepted.event is not None and self._receipt_for is not accepted:
             raise ProtocolError(

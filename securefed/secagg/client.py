@@ -357,6 +357,8 @@ class SecAggClient:
             raise ProtocolError("input length does not match the round's vector length")
         if data.values.dtype != np.uint64 or data.values.ndim != 1:
             raise ProtocolError("input values must be a 1-D uint64 vector")
+        if data.spec is not None and data.spec != p.quantization:
+            raise ProtocolError("the input was quantised for another range than the round's")
         limit = np.uint64(p.quantization.max_weight * p.quantization.levels)
         if data.values[:-1].size and int(data.values[:-1].max()) > int(limit):
             raise ProtocolError("input exceeds the quantisation range")

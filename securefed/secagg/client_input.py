@@ -33,6 +33,9 @@ class QuantizedInput:
     values: npt.NDArray[np.uint64] = field(repr=False)
     weight: int
     clipped_fraction: float
+    spec: QuantizationSpec | None = None
+    """The spec it was quantised with (set by :func:`quantize`); a session whose
+    context names another refuses it."""
 
     @property
     def length(self) -> int:
@@ -73,5 +76,8 @@ def quantize(
     np.multiply(rounded, np.uint64(weight), out=values[:m])
     values[m] = weight
     return QuantizedInput(
-        values=values, weight=int(weight), clipped_fraction=(clipped / m) if m else 0.0
+        values=values,
+        weight=int(weight),
+        clipped_fraction=(clipped / m) if m else 0.0,
+        spec=spec,
     )

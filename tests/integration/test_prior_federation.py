@@ -35,6 +35,30 @@ from securefed.simulation import run_secagg_round
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 THREAT = ThreatModel()  # the configuration's default secure-aggregation assumptions
+H = 2  # t - n_c of a full graph of 3 owners at corrupt fraction 0.2 (t = 3, n_c = 1)
+
+
+def _session(fed, plan, *, divisor=H, clip=1024.0, bits=24, graph="full", min_clients=3):
+    """A round-0 context as the coordinator builds it (overridable, to build bad ones)."""
+    from securefed.prior import session_hash
+    from securefed.secagg.context import SecAggParams
+    from securefed.secagg.graph import GraphKind
+
+    params = SecAggParams(
+        quantization=QuantizationSpec(bits=bits, clip=clip, max_weight=1),
+        vector_length=fed.split.n_items,
+        max_clients=16,
+        threat=THREAT,
+        graph=GraphKind.FULL if graph == "full" else None,
+        min_clients=min_clients,
+    )
+    return RoundContext(
+        federation_id="prior-fed",
+        round_id=0,
+        model_hash=session_hash(plan, divisor),
+        roster_hash=fed.roster.digest(),
+        params=params,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +191,11 @@ def test_each_owner_adds_its_share_of_the_noise(tmp_path, ratings_writer):
     fed = _fed(config, "noise")
     sigma = fed.prior_noise_multiplier
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=sigma, model_hash=fed.model_hash)
-    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
     residuals = []
     for owner in fed.owners.values():
-        accepted = owner.accept_prior(plan)
-        q = owner.prior_contribution(accepted, spec)
-        values, _ = dequantize(q.values.astype(np.uint64), spec)
+        accepted = owner.accept_prior(plan, divisor=H)
+        q = owner.prior_contribution(accepted, _session(fed, accepted.plan))
+        values, _ = dequantize(q.values.astype(np.uint64), q.spec)
         counts = np.bincount(owner._train.items, minlength=fed.split.n_items)
         residuals.append(values - counts)
     r = np.concatenate(residuals)
@@ -197,21 +220,22 @@ def test_owners_refuse_anything_but_the_prior_before_any_round(ratings_csv):
     ]
     for plan in bad_plans:
         with pytest.raises(PolicyViolation):
-            owner.accept_prior(plan)
+            owner.accept_prior(plan, divisor=H)
     assert owner.accepted == []
     assert owner.epsilon() == 0.0
     greedy = dataclasses.replace(good, noise_multiplier=0.2)  # would overspend the budget
     with pytest.raises(PrivacyBudgetExceeded):
-        owner.accept_prior(greedy)
+        owner.accept_prior(greedy, divisor=H)
     assert owner.accepted == []
     assert owner.epsilon() == 0.0
-    accepted = owner.accept_prior(good)
+    accepted = owner.accept_prior(good, divisor=H)
     with pytest.raises(PolicyViolation, match="before any round"):
-        owner.accept_prior(good)  # no second prior
-    spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
-    owner.prior_contribution(accepted, spec)
+        owner.accept_prior(good, divisor=H)  # no second prior
+    owner.prior_contribution(accepted, _session(fed, accepted.plan))
     with pytest.raises(PolicyViolation):
-        owner.prior_contribution(accepted, spec)  # the token buys one contribution
+        owner.prior_contribution(
+            accepted, _session(fed, accepted.plan)
+        )  # the token buys one contribution
 
 
 def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
@@ -223,9 +247,56 @@ def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
         noise_multiplier=fed.prior_noise_multiplier,
         model_hash=fed.model_hash,
     )
-    accepted = owner.accept_prior(plan)
+    accepted = owner.accept_prior(plan, divisor=H)
     with pytest.raises(PolicyViolation, match="range"):
-        owner.prior_contribution(accepted, QuantizationSpec(bits=24, clip=8.0, max_weight=1))
+        owner.prior_contribution(accepted, _session(fed, plan, clip=8.0))
+
+
+def test_an_owner_refuses_a_divisor_above_its_own_and_a_session_it_did_not_accept(ratings_csv):
+    fed = _fed(_config(ratings_csv), "divisor")
+    owner = fed.owners[1]
+    plan = prior_plan(
+        unit=PrivacyUnit.RECORD,
+        noise_multiplier=fed.prior_noise_multiplier,
+        model_hash=fed.model_hash,
+    )
+    with pytest.raises(PolicyViolation, match="noise divisor 3"):
+        owner.accept_prior(plan, divisor=H + 1)  # less noise than its assumptions allow
+    assert owner.accepted == []
+    accepted = owner.accept_prior(plan, divisor=H)
+    bad_sessions = {
+        "does not bind": _session(fed, plan, divisor=1),  # others told another divisor
+        "full-graph": _session(fed, plan, graph=None),
+        "cohort floor": _session(fed, plan, min_clients=2),
+        "bits": _session(fed, plan, bits=12),
+    }
+    for reason, context in bad_sessions.items():
+        with pytest.raises(PolicyViolation, match=reason):
+            owner.prior_contribution(accepted, context)
+    owner.prior_contribution(accepted, _session(fed, plan))  # the one it accepted
+
+
+def test_a_session_refuses_an_input_quantised_for_another_spec(ratings_csv):
+    """A coordinator cannot hand one owner a fine spec and the others a coarse one."""
+    fed = _fed(_config(ratings_csv), "spec")
+    plan = prior_plan(
+        unit=PrivacyUnit.RECORD,
+        noise_multiplier=fed.prior_noise_multiplier,
+        model_hash=fed.model_hash,
+    )
+    fine, coarse = _session(fed, plan), _session(fed, plan, clip=2.0**40)
+    inputs = {
+        oid: owner.prior_contribution(
+            owner.accept_prior(plan, divisor=H), fine if oid == 1 else coarse
+        )
+        for oid, owner in fed.owners.items()
+    }
+    report = run_secagg_round(
+        roster=fed.roster, identities=fed.identities, context=fine, inputs=inputs
+    )
+    assert report.result is None
+    assert {2, 3} <= set(report.client_errors)
+    assert all("another range" in str(report.client_errors[i]) for i in (2, 3))
 
 
 def test_owners_refuse_a_session_that_assumes_fewer_corrupt_owners(ratings_csv):
@@ -238,7 +309,7 @@ def test_owners_refuse_a_session_that_assumes_fewer_corrupt_owners(ratings_csv):
         model_hash=fed.model_hash,
     )
     inputs = {
-        oid: owner.prior_contribution(owner.accept_prior(plan), spec)
+        oid: owner.prior_contribution(owner.accept_prior(plan, divisor=H), _session(fed, plan))
         for oid, owner in fed.owners.items()
     }
     from securefed.secagg.context import SecAggParams
@@ -280,7 +351,7 @@ def test_an_owner_without_a_prior_in_its_policy_refuses(ratings_csv):
     fed = _fed(_config(ratings_csv, prior={"enabled": False}), "nopolicy")
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=3.0, model_hash=fed.model_hash)
     with pytest.raises(PolicyViolation, match="no part in a prior"):
-        fed.owners[1].accept_prior(plan)
+        fed.owners[1].accept_prior(plan, divisor=H)
 
 
 def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(ratings_csv):
@@ -291,9 +362,9 @@ def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(rating
     owner.bind_ledger(writer_key=IdentityKey.generate().public_key)
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
                       model_hash=fed.model_hash)  # fmt: skip
-    accepted = owner.accept_prior(plan)
+    accepted = owner.accept_prior(plan, divisor=H)
     with pytest.raises(ProtocolError, match="not durable"):
-        owner.prior_contribution(accepted, QuantizationSpec(bits=24, clip=1024.0, max_weight=1))
+        owner.prior_contribution(accepted, _session(fed, plan))
 
 
 def test_a_session_below_the_owners_floor_releases_nothing(ratings_csv):
@@ -304,7 +375,9 @@ def test_a_session_below_the_owners_floor_releases_nothing(ratings_csv):
     inputs = {}
     for oid in (1, 2):  # the server leaves owner 3 out and runs a 2-client session
         owner = fed.owners[oid]
-        inputs[oid] = owner.prior_contribution(owner.accept_prior(plan), spec)
+        inputs[oid] = owner.prior_contribution(
+            owner.accept_prior(plan, divisor=H), _session(fed, plan)
+        )
     from securefed.secagg.context import SecAggParams
 
     params = SecAggParams(quantization=spec, vector_length=fed.split.n_items, max_clients=16,
@@ -356,6 +429,8 @@ def _prior_ledger(fed, path, variant):
     plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=sigma, model_hash=fed.model_hash)
     if variant == "partial_batch":
         plan = dataclasses.replace(plan, sampling_rate=0.5)
+    if variant == "training_procedure":
+        plan = dataclasses.replace(plan, plan_hash=fed.plan_hash)
     release = {
         "kind": "item_counts",
         "contribution_bound": "1",
@@ -368,10 +443,15 @@ def _prior_ledger(fed, path, variant):
         release["honest_shares"] = "3"
     if variant == "fewer_corrupt":
         release["corrupt_fraction"] = "0.1"
+    if variant == "larger_bound":
+        release["contribution_bound"] = "2"
     event = plan.dp_event()
+    if variant == "no_mechanism":  # exact counts released in a private federation
+        event = None
+        release["noise"] = "none"
     recorder.planned(plan, cohort=[1, 2, 3], cohort_rate=1.0, accepted=[1, 2, 3], event=event,
                      release=release)  # fmt: skip
-    for oid in (1, 2, 3):
+    for oid in (1, 2, 3) if event is not None else ():
         eps = epsilon_for([event], delta=1e-5, backend=Backend.RDP)
         recorder.spend(oid, event=event, delta=1e-5, epsilon_after=eps)
     survivors = [1, 2, 3]
@@ -392,6 +472,9 @@ def _prior_ledger(fed, path, variant):
         ("fewer_corrupt", "below the configured 0.2"),
         ("below_threshold", "released from 2 inputs, below the threshold 3"),
         ("partial_batch", "not one full-batch release"),
+        ("training_procedure", "names another procedure"),
+        ("larger_bound", "contribution bound 2 is not 1"),
+        ("no_mechanism", "released with no mechanism"),
     ],
 )
 def test_the_audit_checks_the_priors_claims(ratings_csv, tmp_path, variant, finding):
