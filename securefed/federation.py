@@ -474,6 +474,7 @@ class Federation:
             else 0,
             corrupt_fraction=self.config.secagg.threat.corrupt_fraction,
             security_bits=self.config.secagg.threat.sigma,
+            min_cohort=self.config.secagg.min_clients,
         )
         model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
         return DataOwner(
@@ -629,6 +630,7 @@ class Federation:
             context=context,
             inputs=inputs,
             pinned_threat=self._pins(inputs),
+            min_cohort=self._floors(inputs),
         )
         for oid, secs in client_seconds.items():
             report.client_seconds[oid] = report.client_seconds.get(oid, 0.0) + secs
@@ -795,6 +797,10 @@ class Federation:
         """Each owner's own secure-aggregation assumptions, which its client enforces."""
         return {oid: self.owners[oid].policy.threat() for oid in owner_ids}
 
+    def _floors(self, owner_ids: Iterable[int]) -> dict[int, int]:
+        """Each owner's own cohort floor for training and evaluation sessions."""
+        return {oid: self.owners[oid].policy.min_cohort for oid in owner_ids}
+
     def client_event(self) -> ClientGaussianEvent | None:
         """One round of the client-level mechanism, as accounted (None without [client_privacy]).
 
@@ -904,6 +910,7 @@ class Federation:
                 context=context,
                 inputs={i: inputs[i] for i in members},
                 pinned_threat=self._pins(members),
+                min_cohort=self._floors(members),
             )
             if report.result is None:
                 raise SecurefedError(f"evaluation aggregation aborted: {report.error}")

@@ -67,6 +67,9 @@ class OwnerPolicy:
             no more honest inputs than this leaves.
         security_bits: the statistical security (``sigma``) the owner requires of
             a sparse graph; a context with less is refused.
+        min_cohort: the smallest secure-aggregation cohort (advertised clients) in
+            which the owner sends a masked input, for training and evaluation
+            alike; its client refuses a smaller one, whatever the round context says.
     """
 
     owner_id: int
@@ -82,6 +85,7 @@ class OwnerPolicy:
     prior_min_cohort: int = 0
     corrupt_fraction: float = 0.2
     security_bits: int = 40
+    min_cohort: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.owner_id < 2**32:
@@ -101,6 +105,8 @@ class OwnerPolicy:
             raise ValueError("corrupt_fraction must be in [0, 0.5)")
         if not 1 <= self.security_bits <= 256:
             raise ValueError("security_bits must be in [1, 256]")
+        if not 2 <= self.min_cohort < 2**32:
+            raise ValueError("min_cohort must be at least 2")
         if not 0 <= self.prior_min_cohort < 2**32 or self.prior_min_cohort == 1:
             raise ValueError("prior_min_cohort must be 0 (no prior) or at least 2")
         for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
@@ -122,6 +128,7 @@ class OwnerPolicy:
         w.u32(self.prior_min_cohort)
         f64(w, self.corrupt_fraction)
         w.u32(self.security_bits)
+        w.u32(self.min_cohort)
         return w.getvalue()
 
     def threat(self) -> ThreatModel:
