@@ -176,6 +176,18 @@ def all_rows() -> list[Row]:
     ]
     rows += [
         Row(
+            name=f"dp-silo-person-prior-e{e:g}",
+            kind="federated",
+            epsilon=e,
+            unit="person",
+            q=0.25,
+            lr=2.0,
+            prior_share=PRIOR_SHARE,
+        )
+        for e in EPSILONS
+    ]
+    rows += [
+        Row(
             name=f"dp-device-record-e{e:g}",
             kind="federated",
             epsilon=e,
