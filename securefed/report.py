@@ -867,6 +867,22 @@ def _budget_section(audit: AuditResult) -> str:
     return "".join(parts)
 
 
+def _prior_release(audit: AuditResult) -> dict[str, object] | None:
+    """Round 0's ``release`` object (the item-popularity prior), if the ledger has one."""
+    for entry in audit.verification.entries:
+        if entry.kind is not EntryKind.ROUND_PLANNED:
+            continue
+        try:
+            body = entry.fields()
+        except DataError:  # pragma: no cover - a verified entry has a canonical body
+            continue
+        plan = body.get("plan")
+        release = plan.get("release") if isinstance(plan, dict) else None
+        if body.get("round_id") == "0" and isinstance(release, dict):
+            return dict(release)
+    return None
+
+
 def _guarantees_section(audit: AuditResult) -> str:
     v = audit.verification
     units = sorted({c.unit.value for c in audit.owners}) or ["record"]
@@ -894,6 +910,7 @@ def _guarantees_section(audit: AuditResult) -> str:
         "updates (the released aggregates and the models built from them). A person whose "
         "data several owners hold is covered by each owner's guarantee separately, not by one "
         "of them alone.",
+        *_prior_items(audit),
         "Held-out metrics (the utility plots and section 7) are computed on the owners' data "
         "and released without noise: they are outside the guarantee.",
         "The ledger proves integrity under the pinned writer key (these entries were signed "
@@ -910,6 +927,26 @@ def _guarantees_section(audit: AuditResult) -> str:
         + "".join(f"<li>{item}</li>" for item in items)
         + "</ul></section>"
     )
+
+
+def _prior_items(audit: AuditResult) -> list[str]:
+    release = _prior_release(audit)
+    if release is None:
+        return []
+    if release.get("noise") != "distributed":
+        return [
+            "Round 0 (the item-popularity prior) released the owners' exact item counts, "
+            "summed by secure aggregation, without noise."
+        ]
+    return [
+        "Round 0 (the item-popularity prior) is part of each owner's epsilon, but its noise "
+        "is <b>distributed</b>: each owner added a share of it, counting on "
+        f"{_e(str(release.get('honest_shares')))} honest inputs in the sum. That part of "
+        "the guarantee holds against the server and up to a fraction "
+        f"{_e(str(release.get('corrupt_fraction')))} of colluding owners only while secure "
+        "aggregation holds (protocols/ledger.md \N{SECTION SIGN}5.12); the owners' DP-SGD "
+        "noise does not depend on that."
+    ]
 
 
 def _final_section(audit: AuditResult, run: _Run) -> str:

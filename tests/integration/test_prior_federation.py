@@ -487,3 +487,14 @@ def test_the_audit_checks_the_priors_claims(ratings_csv, tmp_path, variant, find
     else:
         assert not result.ok
         assert any(finding in r for r in reasons), reasons
+
+
+def test_the_report_states_the_priors_trust_assumption(finished):
+    from securefed.report import render_report
+
+    _, _, out = finished
+    key = bytes.fromhex((out / "ledger.pub").read_text())
+    html = render_report(out, audit_ledger(out / "ledger.db", key, require_seal=True))
+    assert "<b>distributed</b>" in html
+    assert "counting on 2 honest inputs" in html
+    assert "up to a fraction 0.2 of colluding owners" in html

@@ -50,7 +50,8 @@ def test_owners_send_no_input_in_a_training_session_below_their_floor(ratings_cs
     monkeypatch.setattr(c, "_params", dataclasses.replace(c.params, min_clients=2))
     monkeypatch.setattr(c, "select_cohort", lambda owners: (1, 2))
     report, _, _, _ = fed.train_round(1)
-    assert report is not None and report.result is None
+    assert report is not None
+    assert report.result is None
     assert set(report.client_errors) == {1, 2}
     assert all(isinstance(e, InsufficientSharesError) for e in report.client_errors.values())
 
@@ -61,6 +62,7 @@ def test_owners_refuse_a_training_context_with_a_lower_corrupt_fraction(ratings_
     weak = dataclasses.replace(c.params, threat=ThreatModel(corrupt_fraction=0.0))
     monkeypatch.setattr(c, "_params", weak)  # a lower threshold and quorum
     report, _, _, _ = fed.train_round(1)
-    assert report is not None and report.result is None
+    assert report is not None
+    assert report.result is None
     assert set(report.client_errors) == set(fed.owners)
     assert all(isinstance(e, ProtocolError) for e in report.client_errors.values())
