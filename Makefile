@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job: a private federated recommender on the embedded MovieLens data.
+# Each run replaces the previous demo run (a run folder's ledger is never overwritten).
 demo: venv
+	rm -rf runs/movielens
 	$(VENV)/bin/securefed simulate examples/recommendation/movielens.toml --out runs/movielens
 
 # The secure-aggregation round on its own (20 clients, 3 dropouts).

@@ -1098,11 +1098,17 @@ def run_federation(
             before any owner trains (for crash tests).
 
     Raises:
-        ConfigError: ``resume`` without ``out_dir`` or ``writer_key``.
+        ConfigError: ``resume`` without ``out_dir`` or ``writer_key``, or (without
+            ``resume``) ``out_dir`` already holds a ledger.
         IntegrityError: on resume, the roster or checkpoint does not match the ledger.
     """
     if resume and (out_dir is None or writer_key is None):
         raise ConfigError("resume needs out_dir and the ledger's writer key")
+    if not resume and out_dir is not None and (out_dir / LEDGER_FILE).exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run ({LEDGER_FILE}): a ledger is never overwritten; "
+            "choose another output folder, remove this one, or resume it"
+        )
     # A resumed run rebuilds its identities from ``rng`` (the roster the ledger records)
     # but keys every noise and sampling stream afresh: reusing them would repeat noise.
     fed = Federation(config, root=root, rng=rng, stream_rng=OsRandom() if resume else None)

@@ -156,6 +156,13 @@ sampled_negatives = 20
     printed = capsys.readouterr().out
     assert "outside the DP guarantee" in printed
     assert "AUDIT PASSED" in printed
+    # A second run into the same folder is refused before anything is touched.
+    ledger = (tmp_path / "out" / "ledger.db").read_bytes()
+    assert main(["simulate", str(config_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (ledger.db)" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "out" / "ledger.db").read_bytes() == ledger
 
 
 def test_cli_simulate_reports_bad_configuration(tmp_path, capsys):
