@@ -20,7 +20,11 @@ graph with at least ``min_cohort`` clients (each owner's secure-aggregation clie
 enforces that floor itself), so every released sum holds at least ``t`` inputs of
 which at most ``n_c`` are corrupt, ``h = t - n_c`` (``t``, ``n_c`` of the full
 graph at ``min_cohort`` under the stated threat model; ``t - n_c`` never decreases
-as the cohort grows). So the guarantee holds against the server and up to ``n_c``
+as the cohort grows). Every owner uses the one ``h`` the coordinator sends, which
+each refuses above its own figure and which :func:`session_hash` binds into the
+session (owners told different figures cannot aggregate together); each owner
+also checks the session's graph, floor, threat model and quantisation itself
+before it touches its data. So the guarantee holds against the server and up to ``n_c``
 colluding owners, as long as secure aggregation holds; it does **not** hold against
 a server that sees one owner's input in the clear (that is what secure aggregation
 prevents), and it is weaker than the owners' local DP-SGD, which holds even then.
@@ -44,6 +48,7 @@ __all__ = [
     "PRIOR_PROCEDURE_HASH",
     "PRIOR_QUANT_BITS",
     "PRIOR_ROUND",
+    "count_ceiling",
     "honest_shares",
     "item_log_odds",
     "prior_event",
@@ -178,6 +183,20 @@ def unit_contributions(
     return total
 
 
+def count_ceiling(public_units: int) -> float:
+    """The most any coordinate of an owner's contribution may hold before noise.
+
+    Twice the public unit count (a true count is below 1.5 times it); an owner clips
+    its counts to this before adding noise. Clipping each coordinate is 1-Lipschitz,
+    so one unit still moves the sum by at most the bound, and the noisy value then
+    stays inside :func:`quantization_range` unless the noise itself is extreme, even
+    if the public count were understated.
+    """
+    if public_units < 1:
+        raise ValueError("need a positive unit count")
+    return 2.0 * public_units * CONTRIBUTION_BOUND
+
+
 def quantization_range(max_public_units: int, noise_std: float) -> float:
     """A power of two that bounds every coordinate of any owner's noisy contribution.
 
@@ -188,7 +207,7 @@ def quantization_range(max_public_units: int, noise_std: float) -> float:
     """
     if max_public_units < 1 or not (math.isfinite(noise_std) and noise_std >= 0):
         raise ValueError("need a positive unit count and a finite noise std")
-    bound = 2.0 * max_public_units * CONTRIBUTION_BOUND + NOISE_MARGIN_STDS * noise_std + 1.0
+    bound = count_ceiling(max_public_units) + NOISE_MARGIN_STDS * noise_std + 1.0
     return float(2.0 ** math.ceil(math.log2(bound)))
 
 

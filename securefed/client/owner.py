@@ -35,6 +35,7 @@ from securefed.prior import (
     PRIOR_PROCEDURE_HASH,
     PRIOR_QUANT_BITS,
     PRIOR_ROUND,
+    count_ceiling,
     honest_shares,
     quantization_range,
     session_hash,
@@ -306,6 +307,7 @@ class DataOwner:
         vector = unit_contributions(
             self._train.users, self._train.items, self._train.n_items, self.policy.unit
         )
+        vector = np.minimum(vector, count_ceiling(self.policy.public_units))
         if accepted.event is not None:
             noise = SecureGaussianNoise(
                 CsprngStream(self._stream.random_source(), purpose=StreamPurpose.DP_NOISE)

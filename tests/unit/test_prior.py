@@ -11,6 +11,7 @@ from dp_accounting import pld
 
 from securefed.prior import (
     CONTRIBUTION_BOUND,
+    count_ceiling,
     honest_shares,
     item_log_odds,
     prior_event,
@@ -150,6 +151,22 @@ def test_item_log_odds_refuses_bad_input():
         item_log_odds(np.array([]), negatives=4)
     with pytest.raises(ValueError, match="negatives"):
         item_log_odds(np.array([1.0]), negatives=0)
+
+
+def test_clipping_counts_at_the_ceiling_keeps_the_sensitivity():
+    users, items = _data(2, users=4, records=200)
+    ceiling = count_ceiling(2)  # an understated public count: 2 units declared
+    assert ceiling == 4.0
+    total = np.minimum(unit_contributions(users, items, N_ITEMS, PrivacyUnit.RECORD), ceiling)
+    assert total.max() == ceiling  # it binds here
+    for k in range(0, items.size, 7):
+        keep = np.arange(items.size) != k
+        without = np.minimum(
+            unit_contributions(users[keep], items[keep], N_ITEMS, PrivacyUnit.RECORD), ceiling
+        )
+        assert np.linalg.norm(total - without) <= CONTRIBUTION_BOUND
+    with pytest.raises(ValueError, match="positive unit count"):
+        count_ceiling(0)
 
 
 def test_quantization_range_covers_the_largest_count_and_the_noise_margin():
