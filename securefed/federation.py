@@ -384,6 +384,8 @@ class Federation:
                 f"{len(self.shards)} data owner(s) but secure aggregation needs at least "
                 f"secagg.min_clients = {config.secagg.min_clients}: no round could complete"
             )
+        if config.prior.enabled and config.client_privacy.enabled:
+            raise ConfigError("prior: not with client_privacy (round 0 would not be covered)")
         if config.prior.enabled and not centralised:
             limit = min(config.secagg.full_graph_up_to, config.secagg.max_clients)
             if len(self.shards) > limit:

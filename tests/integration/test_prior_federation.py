@@ -399,6 +399,16 @@ def test_a_session_below_the_owners_floor_releases_nothing(ratings_csv):
 def test_prior_configuration_is_checked(ratings_csv, tmp_path, ratings_writer):
     with pytest.raises(ConfigError, match="item biases"):
         _config(ratings_csv, model={"kind": "neumf"})
+    client = {"enabled": True, "noise_multiplier": 1.0, "budget_epsilon": 8.0}
+    with pytest.raises(ConfigError, match="client_privacy"):
+        _config(ratings_csv, client_privacy=client)
+    # A configuration built without parse_config is refused by the federation too.
+    with_client = _config(ratings_csv, prior={"enabled": False}, client_privacy=client)
+    combined = _config(ratings_csv).model_copy(
+        update={"client_privacy": with_client.client_privacy}
+    )
+    with pytest.raises(ConfigError, match="client_privacy"):
+        _fed(combined, "combined")
     many = ratings_writer(tmp_path / "many.csv", seed=1, users=30, items=range(50),
                           per_user=(8, 12), popularity=0.0)  # fmt: skip
     config = _config(many, data={"partition": "per_user", "silos": 1},
