@@ -494,16 +494,7 @@ def run_central(row: Row, seed: int, passes: int, data: Path) -> dict[str, Any]:
     )
     (owner,) = fed.owners.values()
     if row.prior_share is not None:  # exact counts: one owner holds every record
-        import torch
-
-        from securefed.models import build_model, flatten_shared, set_item_biases, unflatten_into
-        from securefed.prior import item_log_odds
-
-        model = build_model(fed.spec, 1, fed.split.n_items, torch.Generator())
-        unflatten_into(model, fed.coordinator.weights)
-        counts = popularity_counts(fed.split)
-        set_item_biases(model, item_log_odds(counts, config.training.negatives))
-        fed.coordinator.weights = flatten_shared(model)
+        fed.set_item_prior(popularity_counts(fed.split))
     plan = fed.coordinator.plan(1, unit=config.privacy.unit, noise_multiplier=0.0)
     accepted = owner.accept(plan)
     _, stats = owner.train_round(

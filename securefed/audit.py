@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from securefed.errors import ConfigError
-from securefed.ledger.bodies import client_gaussian_event, dp_sgd_event
+from securefed.ledger.bodies import SCHEMAS, client_gaussian_event, dp_sgd_event
 from securefed.ledger.canonical import CanonicalValue, parse_decimal, parse_uint
 from securefed.ledger.entry import Countersignature, Entry, EntryKind
 from securefed.ledger.verify import VerificationReport, verify_ledger
@@ -250,17 +250,7 @@ def _count(value: CanonicalValue) -> int:
     return len(value) if isinstance(value, list) else 0
 
 
-_ROUND_KINDS = frozenset(
-    {
-        EntryKind.ROUND_PLANNED,
-        EntryKind.MECHANISM,
-        EntryKind.SPEND,
-        EntryKind.DROPOUTS,
-        EntryKind.AGGREGATE_RELEASED,
-        EntryKind.BUDGET_EXHAUSTED,
-        EntryKind.FEDERATION_SPEND,
-    }
-)
+_ROUND_KINDS = frozenset(kind for kind, schema in SCHEMAS.items() if "round_id" in schema)
 """The kinds whose body names a round (what the audit reads after verification)."""
 
 _Record = tuple[Entry, dict[str, CanonicalValue]]
@@ -325,10 +315,15 @@ class _RoundCheck:
 
 
 def _prior_problems(
-    r: int, plan: Mapping[str, CanonicalValue], config: Mapping[str, CanonicalValue]
+    r: int,
+    plan: Mapping[str, CanonicalValue],
+    config: Mapping[str, CanonicalValue],
+    *,
+    private: bool,
 ) -> tuple[list[str], int | None, float | None]:
     """What is wrong with a round-0 plan's prior release claims (protocols/ledger.md §5.12).
 
+    ``private``: whether the configuration enables DP (the release must then be noised).
     Returns (problems, the session's threshold, the contribution bound).
     """
     problems = []
@@ -338,7 +333,6 @@ def _prior_problems(
         problems.append("a prior release, but the configuration has no [prior]")
     if plan.get("training_procedure_hash") != _PRIOR_HASH:
         problems.append("round 0 is the prior's, but its plan names another procedure")
-    private = _section(config, "privacy").get("enabled") is not False
     release = plan.get("release")
     if not isinstance(release, dict) or release.get("kind") != "item_counts":
         return [*problems, "round 0 does not describe its release (plan.release)"], None, None
@@ -409,7 +403,7 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
             plan = body.get("plan")
             plan = plan if isinstance(plan, dict) else {}
             if r == PRIOR_ROUND or plan.get("training_procedure_hash") == _PRIOR_HASH:
-                problems, threshold, bound = _prior_problems(r, plan, config)
+                problems, threshold, bound = _prior_problems(r, plan, config, private=private)
                 for problem in problems:
                     bad(entry, problem)
                 rounds[r].prior_threshold, rounds[r].prior_bound = threshold, bound

@@ -230,7 +230,7 @@ def _generator(rng: RandomSource) -> torch.Generator:
     return g
 
 
-def calibrate(config: SecurefedConfig) -> tuple[float, float]:
+def calibrate(config: SecurefedConfig, *, prior_sigma: float | None = None) -> tuple[float, float]:
     """Noise multiplier so that an owner spends at most the target over all rounds.
 
     The mechanism is the same for every owner (rate q and steps come from the
@@ -239,11 +239,15 @@ def calibrate(config: SecurefedConfig) -> tuple[float, float]:
     owners' budget lets them spend (the budget less the audit margin), so the last
     planned round still fits. Returns ``(noise multiplier, planned epsilon)``, the
     latter checked to be at most that target.
+
+    ``prior_sigma``: the item-popularity prior's noise multiplier, composed before
+    the rounds (0: no noisy prior); default :func:`prior_noise` of ``config``.
     """
     p, t = config.privacy, config.training
     steps = steps_per_round(t.local_epochs, t.sampling_rate) * config.federation.rounds
     spendable = math.inf
-    prior_sigma = prior_noise(config)
+    if prior_sigma is None:
+        prior_sigma = prior_noise(config)
     prior = None if prior_sigma == 0 else prior_event(prior_sigma, p.unit)
 
     def event_for(sigma: float) -> DpSgdEvent | ComposedEvent:
@@ -405,7 +409,9 @@ class Federation:
         p = config.privacy
         unit_counts = [self._units(s) for s in self.shards]
         if p.enabled:
-            self.noise_multiplier, self.planned_epsilon = calibrate(config)
+            self.noise_multiplier, self.planned_epsilon = calibrate(
+                config, prior_sigma=self.prior_noise_multiplier
+            )
         else:
             self.noise_multiplier, self.planned_epsilon = 0.0, math.inf
         self.identities = {s.owner_id: IdentityKey.generate(self._rng) for s in self.shards}
@@ -782,10 +788,7 @@ class Federation:
             return report
         mean, weight = dequantize(report.result.total, params.quantization)
         total = mean * weight
-        model = build_model(self.spec, 1, self.split.n_items, torch.Generator())
-        unflatten_into(model, c.weights)
-        set_item_biases(model, item_log_odds(total, config.training.negatives))
-        c.weights = flatten_shared(model)
+        self.set_item_prior(total)
         if self.checkpoint_path is not None:
             _write_checkpoint(self, self.checkpoint_path, PRIOR_ROUND)
         if recorder is not None:
@@ -794,6 +797,18 @@ class Federation:
             )
         self._send_head()
         return report
+
+    def set_item_prior(self, counts: npt.NDArray[np.float64]) -> None:
+        """Set the global model's item biases from (released) item counts.
+
+        Post-processing of the counts (:func:`~securefed.prior.item_log_odds`); the
+        prior round calls it with the securely aggregated total, a one-owner baseline
+        with its exact counts.
+        """
+        model = build_model(self.spec, 1, self.split.n_items, torch.Generator())
+        unflatten_into(model, self.coordinator.weights)
+        set_item_biases(model, item_log_odds(counts, self.config.training.negatives))
+        self.coordinator.weights = flatten_shared(model)
 
     def _pins(self, owner_ids: Iterable[int]) -> dict[int, ThreatModel]:
         """Each owner's own secure-aggregation assumptions, which its client enforces."""

@@ -280,7 +280,6 @@ class DataOwner:
         std = accepted.plan.noise_multiplier * CONTRIBUTION_BOUND / math.sqrt(self._prior_honest)
         p = context.params
         spec = p.quantization
-        threat, pinned = p.threat, self.policy.threat()
         problems = []
         if context.round_id != PRIOR_ROUND:
             problems.append("not round 0")
@@ -288,7 +287,7 @@ class DataOwner:
             problems.append("the session does not bind the accepted plan and noise divisor")
         if p.graph is not GraphKind.FULL or p.min_clients < self.policy.prior_min_cohort:
             problems.append("not a full-graph session of at least its cohort floor")
-        if threat.corrupt_fraction < pinned.corrupt_fraction or threat.sigma < pinned.sigma:
+        if not p.threat.at_least(self.policy.threat()):
             problems.append("weaker secure-aggregation assumptions than its own")
         if spec.bits < PRIOR_QUANT_BITS or spec.clip < quantization_range(
             self.policy.public_units, std

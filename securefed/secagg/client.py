@@ -126,11 +126,7 @@ class SecAggClient:
         pinned_threat: ThreatModel | None = None,
         full_graph_only: bool = False,
     ) -> None:
-        threat = context.params.threat
-        if pinned_threat is not None and (
-            threat.corrupt_fraction < pinned_threat.corrupt_fraction
-            or threat.sigma < pinned_threat.sigma
-        ):
+        if pinned_threat is not None and not context.params.threat.at_least(pinned_threat):
             raise ProtocolError(
                 "the round context assumes fewer corrupt clients or less security than this "
                 "owner does"

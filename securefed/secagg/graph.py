@@ -101,6 +101,15 @@ class ThreatModel:
         if not 1 <= self.sigma <= 256 or not 1 <= self.eta <= 256:
             raise ValueError("sigma and eta must be in [1, 256]")
 
+    def at_least(self, pinned: ThreatModel) -> bool:
+        """Whether these assumptions are at least as cautious as ``pinned``'s.
+
+        A larger corrupt fraction only raises the threshold and the quorum; a larger
+        ``sigma`` only asks more of a sparse graph. What a data owner checks a
+        coordinator's round context against.
+        """
+        return self.corrupt_fraction >= pinned.corrupt_fraction and self.sigma >= pinned.sigma
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GraphParameters:

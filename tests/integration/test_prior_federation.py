@@ -38,6 +38,15 @@ THREAT = ThreatModel()  # the configuration's default secure-aggregation assumpt
 H = 2  # t - n_c of a full graph of 3 owners at corrupt fraction 0.2 (t = 3, n_c = 1)
 
 
+def _plan(fed):
+    """Round 0's plan as the coordinator sends it (record level, the calibrated noise)."""
+    return prior_plan(
+        unit=PrivacyUnit.RECORD,
+        noise_multiplier=fed.prior_noise_multiplier,
+        model_hash=fed.model_hash,
+    )
+
+
 def _session(fed, plan, *, divisor=H, clip=1024.0, bits=24, graph="full", min_clients=3):
     """A round-0 context as the coordinator builds it (overridable, to build bad ones)."""
     from securefed.prior import session_hash
@@ -207,8 +216,7 @@ def test_each_owner_adds_its_share_of_the_noise(tmp_path, ratings_writer):
 def test_owners_refuse_anything_but_the_prior_before_any_round(ratings_csv):
     fed = _fed(_config(ratings_csv), "refuse")
     owner = fed.owners[1]
-    good = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
-                      model_hash=fed.model_hash)  # fmt: skip
+    good = _plan(fed)
     bad_plans = [
         dataclasses.replace(good, round_id=1),
         dataclasses.replace(good, sampling_rate=0.5),
@@ -242,11 +250,7 @@ def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
     # A narrow range would make saturation (or a refusal) depend on the counts.
     fed = _fed(_config(ratings_csv), "range")
     owner = fed.owners[1]
-    plan = prior_plan(
-        unit=PrivacyUnit.RECORD,
-        noise_multiplier=fed.prior_noise_multiplier,
-        model_hash=fed.model_hash,
-    )
+    plan = _plan(fed)
     accepted = owner.accept_prior(plan, divisor=H)
     with pytest.raises(PolicyViolation, match="range"):
         owner.prior_contribution(accepted, _session(fed, plan, clip=8.0))
@@ -255,11 +259,7 @@ def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
 def test_an_owner_refuses_a_divisor_above_its_own_and_a_session_it_did_not_accept(ratings_csv):
     fed = _fed(_config(ratings_csv), "divisor")
     owner = fed.owners[1]
-    plan = prior_plan(
-        unit=PrivacyUnit.RECORD,
-        noise_multiplier=fed.prior_noise_multiplier,
-        model_hash=fed.model_hash,
-    )
+    plan = _plan(fed)
     with pytest.raises(PolicyViolation, match="noise divisor 3"):
         owner.accept_prior(plan, divisor=H + 1)  # less noise than its assumptions allow
     assert owner.accepted == []
@@ -279,11 +279,7 @@ def test_an_owner_refuses_a_divisor_above_its_own_and_a_session_it_did_not_accep
 def test_a_session_refuses_an_input_quantised_for_another_spec(ratings_csv):
     """A coordinator cannot hand one owner a fine spec and the others a coarse one."""
     fed = _fed(_config(ratings_csv), "spec")
-    plan = prior_plan(
-        unit=PrivacyUnit.RECORD,
-        noise_multiplier=fed.prior_noise_multiplier,
-        model_hash=fed.model_hash,
-    )
+    plan = _plan(fed)
     fine, coarse = _session(fed, plan), _session(fed, plan, clip=2.0**40)
     inputs = {
         oid: owner.prior_contribution(
@@ -303,11 +299,7 @@ def test_owners_refuse_a_session_that_assumes_fewer_corrupt_owners(ratings_csv):
     """A coordinator that lowers the corrupt fraction lowers t (and the honest inputs)."""
     fed = _fed(_config(ratings_csv), "pinned")
     spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
-    plan = prior_plan(
-        unit=PrivacyUnit.RECORD,
-        noise_multiplier=fed.prior_noise_multiplier,
-        model_hash=fed.model_hash,
-    )
+    plan = _plan(fed)
     inputs = {
         oid: owner.prior_contribution(owner.accept_prior(plan, divisor=H), _session(fed, plan))
         for oid, owner in fed.owners.items()
@@ -360,8 +352,7 @@ def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(rating
     fed = _fed(_config(ratings_csv), "receipt")
     owner = fed.owners[1]
     owner.bind_ledger(writer_key=IdentityKey.generate().public_key)
-    plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
-                      model_hash=fed.model_hash)  # fmt: skip
+    plan = _plan(fed)
     accepted = owner.accept_prior(plan, divisor=H)
     with pytest.raises(ProtocolError, match="not durable"):
         owner.prior_contribution(accepted, _session(fed, plan))
@@ -369,8 +360,7 @@ def test_a_bound_owner_releases_nothing_before_its_spend_is_countersigned(rating
 
 def test_a_session_below_the_owners_floor_releases_nothing(ratings_csv):
     fed = _fed(_config(ratings_csv), "floor")
-    plan = prior_plan(unit=PrivacyUnit.RECORD, noise_multiplier=fed.prior_noise_multiplier,
-                      model_hash=fed.model_hash)  # fmt: skip
+    plan = _plan(fed)
     spec = QuantizationSpec(bits=24, clip=1024.0, max_weight=1)
     inputs = {}
     for oid in (1, 2):  # the server leaves owner 3 out and runs a 2-client session

@@ -140,3 +140,11 @@ def test_full_neighbourhoods():
 def test_threat_model_validation(kwargs):
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         ThreatModel(**kwargs)
+
+
+def test_a_context_is_at_least_a_pinned_threat_model_only_if_no_assumption_is_weaker():
+    pinned = ThreatModel(corrupt_fraction=0.2, sigma=40)
+    assert ThreatModel(corrupt_fraction=0.2, sigma=40).at_least(pinned)
+    assert ThreatModel(corrupt_fraction=0.3, sigma=64, dropout_fraction=0.0).at_least(pinned)
+    assert not ThreatModel(corrupt_fraction=0.1, sigma=64).at_least(pinned)  # lower t, quorum
+    assert not ThreatModel(corrupt_fraction=0.3, sigma=20).at_least(pinned)
