@@ -463,7 +463,10 @@ class Federation:
         key = self.identities[shard.owner_id]
         if p.enabled:
             budget: Budget | None = Budget(epsilon=_budget_epsilon(self.config), delta=p.delta)
+            # Every release the owner accepts, round 0's included, meets its floor.
             min_sigma = self.noise_multiplier
+            if self.prior_noise_multiplier > 0:
+                min_sigma = min(min_sigma, self.prior_noise_multiplier)
         else:
             budget, min_sigma = None, 0.0
         policy = OwnerPolicy(

@@ -225,15 +225,12 @@ def test_owners_refuse_anything_but_the_prior_before_any_round(ratings_csv):
         dataclasses.replace(good, unit=PrivacyUnit.PERSON),
         dataclasses.replace(good, model_hash=b"x" * 32),
         dataclasses.replace(good, noise_multiplier=0.0),  # the policy requires DP
+        # Below the policy's floor (which the coordinator cannot lower: it is signed).
+        dataclasses.replace(good, noise_multiplier=owner.policy.min_noise_multiplier * 0.99),
     ]
     for plan in bad_plans:
         with pytest.raises(PolicyViolation):
             owner.accept_prior(plan, divisor=H)
-    assert owner.accepted == []
-    assert owner.epsilon() == 0.0
-    greedy = dataclasses.replace(good, noise_multiplier=0.2)  # would overspend the budget
-    with pytest.raises(PrivacyBudgetExceeded):
-        owner.accept_prior(greedy, divisor=H)
     assert owner.accepted == []
     assert owner.epsilon() == 0.0
     accepted = owner.accept_prior(good, divisor=H)
@@ -244,6 +241,30 @@ def test_owners_refuse_anything_but_the_prior_before_any_round(ratings_csv):
         owner.prior_contribution(
             accepted, _session(fed, accepted.plan)
         )  # the token buys one contribution
+
+
+def test_an_owner_refuses_a_prior_at_its_floor_that_would_overspend(ratings_csv):
+    # A small prior share and many subsampled steps: the policy's floor (the training
+    # sigma) is below what one full-batch release within the budget needs.
+    config = _config(
+        ratings_csv,
+        federation={"rounds": 10},
+        training={"sampling_rate": 0.02},
+        prior={"epsilon_share": 0.05},
+        privacy={"target_epsilon": 1.0},
+    )
+    fed = _fed(config, "greedy")
+    owner = fed.owners[1]
+    floor = owner.policy.min_noise_multiplier
+    assert floor < fed.prior_noise_multiplier
+    greedy = dataclasses.replace(_plan(fed), noise_multiplier=floor)
+    assert epsilon_for([greedy.dp_event()], delta=1e-5, backend=Backend.RDP) > 1.0  # premise
+    with pytest.raises(PrivacyBudgetExceeded):
+        owner.accept_prior(greedy, divisor=H)
+    assert owner.accepted == []
+    assert owner.epsilon() == 0.0
+    owner.accept_prior(_plan(fed), divisor=H)  # the calibrated prior still fits
+    assert 0.0 < owner.epsilon() < 1.0
 
 
 def test_an_owner_refuses_a_quantisation_range_below_its_own(ratings_csv):
