@@ -96,7 +96,6 @@ from securefed.prior import (
     session_hash,
 )
 from securefed.privacy.accountant import Budget, OwnerAccountant, calibrate_noise_multiplier
-from securefed.privacy.accounting import ONLINE_DEFAULT
 from securefed.privacy.events import ClientGaussianEvent, ComposedEvent, DpSgdEvent, PrivacyUnit
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.randomness import OsRandom, RandomSource
@@ -270,12 +269,13 @@ def calibrate(config: SecurefedConfig, *, prior_sigma: float | None = None) -> t
                 delta=p.delta,
                 sampling_rate=t.sampling_rate,
                 steps=steps,
+                backend=p.accountant,
                 event_factory=event_for,
             )
         except ValueError as exc:
             raise ConfigError(f"privacy: no noise multiplier meets the target: {exc}") from None
     planned = OwnerAccountant(
-        unit=p.unit, budget=Budget(epsilon=1e12, delta=p.delta)
+        unit=p.unit, budget=Budget(epsilon=1e12, delta=p.delta), backend=p.accountant
     ).epsilon_after(event_for(sigma))
     if p.target_epsilon is not None and planned > min(p.target_epsilon, spendable):
         raise ConfigError(  # pragma: no cover - calibration returns sigma within target
@@ -297,7 +297,7 @@ def prior_noise(config: SecurefedConfig) -> float:
     if p.noise_multiplier is None and p.target_epsilon is not None:
         # The share is of what the run may spend: the target, within the budget.
         budget = Budget(epsilon=min(budget.epsilon, p.target_epsilon), delta=p.delta)
-    return prior_noise_multiplier(config.prior.epsilon_share, budget)
+    return prior_noise_multiplier(config.prior.epsilon_share, budget, backend=p.accountant)
 
 
 def _budget_epsilon(config: SecurefedConfig) -> float:
@@ -450,7 +450,8 @@ class Federation:
         if p.enabled:
             budget = Budget(epsilon=_budget_epsilon(config), delta=p.delta)
             self.server_view = {
-                oid: OwnerAccountant(unit=p.unit, budget=budget) for oid in self.owners
+                oid: OwnerAccountant(unit=p.unit, budget=budget, backend=p.accountant)
+                for oid in self.owners
             }
 
     def _units(self, shard: ClientShard) -> int:
@@ -504,6 +505,7 @@ class Federation:
             eval_stream=CsprngStream(self._streams, purpose=StreamPurpose.EVALUATION_SAMPLING),
             device=self.device,
             identity=key,
+            accounting=p.accountant,
         )
 
     # -- the ledger -----------------------------------------------------------------------
@@ -529,7 +531,7 @@ class Federation:
                 "ledger": "securefed/ledger/v1",
                 "plan": "securefed/plan/v1",
                 "training": _TRAINING_PROCEDURE.decode(),
-                "accounting_online": ONLINE_DEFAULT.value,
+                "accounting_online": self.config.privacy.accountant.value,
             },
             config=_canonical_config(self.config, self._root),
         )

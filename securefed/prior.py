@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from securefed.plan import RoundPlan
 from securefed.privacy.accountant import Budget, calibrate_noise_multiplier
+from securefed.privacy.accounting import ONLINE_DEFAULT, Backend
 from securefed.privacy.events import DpSgdEvent, PrivacyUnit
 from securefed.secagg.graph import ThreatModel, full_parameters
 
@@ -103,8 +104,12 @@ def prior_event(noise_multiplier: float, unit: PrivacyUnit) -> DpSgdEvent:
     return DpSgdEvent(sampling_rate=1.0, noise_multiplier=noise_multiplier, steps=1, unit=unit)
 
 
-def prior_noise_multiplier(share: float, budget: Budget) -> float:
+def prior_noise_multiplier(
+    share: float, budget: Budget, *, backend: Backend = ONLINE_DEFAULT
+) -> float:
     """The noise multiplier whose release alone spends ``share`` of the spendable budget.
+
+    ``backend`` is the accountant the budget is enforced on.
 
     Raises:
         ValueError: ``share`` is not in (0, 1).
@@ -116,6 +121,7 @@ def prior_noise_multiplier(share: float, budget: Budget) -> float:
         delta=budget.delta,
         sampling_rate=1.0,
         steps=1,
+        backend=backend,
         event_factory=lambda sigma: prior_event(sigma, PrivacyUnit.RECORD),
     )
 

@@ -42,6 +42,7 @@ from securefed.prior import (
     unit_contributions,
 )
 from securefed.privacy.accountant import OwnerAccountant
+from securefed.privacy.accounting import ONLINE_DEFAULT, Backend
 from securefed.privacy.events import DpSgdEvent
 from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, StreamPurpose
 from securefed.secagg.client_input import QuantizedInput, quantize
@@ -96,6 +97,8 @@ class DataOwner:
             entries (:meth:`countersign_spend`). Once :meth:`bind_ledger` is called,
             the owner trains, and so releases a masked input, for a DP round only
             after it has countersigned the ledger's durable SPEND entry for it.
+        accounting: the owner's own online accountant, on which it enforces its
+            budget (a coordinator planning on a looser one gets its last rounds refused).
     """
 
     def __init__(
@@ -111,12 +114,15 @@ class DataOwner:
         eval_stream: CsprngStream | None = None,
         device: torch.device | None = None,
         identity: IdentityKey | None = None,
+        accounting: Backend = ONLINE_DEFAULT,
     ) -> None:
         self.policy: OwnerPolicy = signed_policy.verified(owner_public_key)
         self.owner_id = self.policy.owner_id
         budget = self.policy.budget
         self.accountant = (
-            None if budget is None else OwnerAccountant(unit=self.policy.unit, budget=budget)
+            None
+            if budget is None
+            else OwnerAccountant(unit=self.policy.unit, budget=budget, backend=accounting)
         )
         self._stream = stream
         self._eval_stream = eval_stream or CsprngStream(purpose=StreamPurpose.EVALUATION_SAMPLING)

@@ -519,3 +519,40 @@ def test_the_report_states_the_priors_trust_assumption(finished):
     assert "<b>distributed</b>" in html
     assert "counting on 2 honest inputs" in html
     assert "up to a fraction 0.2 of colluding owners" in html
+
+
+@pytest.mark.slow  # PLD calibration and a PRV audit: about 45 s
+def test_a_pld_accounted_run_needs_less_noise_and_audits_clean_with_prv(ratings_csv, tmp_path):
+    # The online accountant is the configuration's: PLD is tighter than RDP, so
+    # both the prior and DP-SGD get less noise for the same target, and the audit
+    # re-accounts the ledger with the backend independent of PLD (PRV).
+    rdp = _fed(_config(ratings_csv), "rdp")
+    config = _config(ratings_csv, privacy={"accountant": "pld"})
+    pld = _fed(config, "pld")
+    assert pld.prior_noise_multiplier < 0.97 * rdp.prior_noise_multiplier
+    assert pld.noise_multiplier < 0.97 * rdp.noise_multiplier
+    assert all(o.accountant.backend is Backend.PLD for o in pld.owners.values())
+    result = run_federation(config, out_dir=tmp_path, rng=DeterministicRandom(b"l" * 32))
+    assert result.prior_released
+    key = bytes.fromhex((tmp_path / "ledger.pub").read_text())
+    stored = json.loads((tmp_path / "owner_keys.json").read_text())
+    owner_keys = {int(k): bytes.fromhex(v) for k, v in stored.items()}
+    audit = audit_ledger(tmp_path / "ledger.db", key, owner_keys=owner_keys, require_seal=True)
+    assert audit.ok, audit.first_problem
+    assert (audit.online_backend, audit.audit_backend) == ("pld", "prv")
+    for check in audit.owners:
+        assert check.recorded <= 8.0 - 0.08
+        assert check.independent == pytest.approx(check.recorded, abs=0.08)
+    # Under RDP the same noise would have been recorded as more than the target.
+    last = audit.owners[0]
+    spent = [
+        DpSgdEvent(sampling_rate=1.0, noise_multiplier=pld.prior_noise_multiplier, steps=1,
+                   unit=PrivacyUnit.RECORD),
+        *[dp_sgd_event(e.fields()) for e in verify_ledger(tmp_path / "ledger.db", key).entries
+          if e.kind is EntryKind.SPEND and parse_uint(e.fields()["owner_id"]) == last.owner_id
+          and e.fields()["round_id"] != "0"],
+    ]  # fmt: skip
+    assert epsilon_for(spent, delta=1e-5, backend=Backend.PLD) == pytest.approx(
+        last.recorded, abs=1e-6
+    )
+    assert epsilon_for(spent, delta=1e-5, backend=Backend.RDP) > last.recorded * 1.05

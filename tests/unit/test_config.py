@@ -65,6 +65,16 @@ def test_out_of_range_value(tmp_path):
         load_config(path)
 
 
+def test_the_online_accountant_is_one_of_the_backends(tmp_path):
+    from securefed.privacy.accounting import Backend
+
+    assert load_config(_write(tmp_path, "")).privacy.accountant is Backend.RDP
+    path = _write(tmp_path, '[privacy]\naccountant = "pld"\n')
+    assert load_config(path).privacy.accountant is Backend.PLD
+    with pytest.raises(ConfigError, match="accountant"):
+        load_config(_write(tmp_path, '[privacy]\naccountant = "gdp"\n'))
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "absent.toml"
     with pytest.raises(ConfigError) as info:
