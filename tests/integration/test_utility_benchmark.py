@@ -59,6 +59,17 @@ def test_mean_and_t_interval(utility):
     assert utility.mean_interval([0.25]) == (0.25, None)
 
 
+def test_difference_interval_is_welchs(utility):
+    from scipy import stats
+
+    a, b = [0.5, 0.6, 0.72], [0.4, 0.45, 0.5, 0.58, 0.61]
+    diff, half = utility.difference_interval(a, b)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx((ci.low + ci.high) / 2)
+    assert half == pytest.approx((ci.high - ci.low) / 2)
+    assert utility.difference_interval([1.0], [0.5, 0.7]) == (pytest.approx(0.4), None)
+
+
 def test_gap_closed(utility):
     assert utility.gap_closed(0.7, popularity=0.6, central=0.8) == pytest.approx(0.5)
     assert utility.gap_closed(0.5, popularity=0.6, central=0.8) == pytest.approx(-0.5)
@@ -232,6 +243,16 @@ def test_main_writes_merges_and_renders(utility, ratings_csv, tmp_path, capsys):
     assert "0.550 ± 0.635" in fed[0]
     assert "| 8 / 7.98 |" in fed[0]
     assert "| 1.20 | 0.030 | 1.20 MB | 17 |" in fed[1]
+
+    # The targets: the DP row against popularity, seed by seed (0.5, 0.6 vs the
+    # popularity seeds), and how many of the five metrics it is above on.
+    target = next(
+        line for line in table if line.startswith("| dp-silo-record-e8 (2) − popularity (2) |")
+    )
+    pop_hr = [r["test"]["sampled_hr10"] for r in pop.values()]
+    diff, half = utility.difference_interval([0.5, 0.6], pop_hr)
+    assert f"| {diff:+.4f} ± {half:.4f} |" in target
+    assert target.count(" / 5 |") == 1
 
     # Rendering again replaces the section in place.
     before = md.read_text()
