@@ -475,6 +475,28 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
     return out
 
 
+def _online_backend(
+    seq: int, genesis: Mapping[str, CanonicalValue], config: Mapping[str, CanonicalValue]
+) -> tuple[Backend, list[Finding]]:
+    """The online backend the genesis names, and the findings about it.
+
+    A missing or unknown name, or one that is not the configuration's
+    ``privacy.accountant``, is a finding; RDP, the loosest, is then assumed, so that
+    the independent re-accounting is PLD.
+    """
+    versions = genesis.get("protocol_versions")
+    name = versions.get("accounting_online") if isinstance(versions, dict) else None
+    known = {b.value for b in Backend}
+    if not isinstance(name, str) or name not in known:
+        return Backend.RDP, [Finding(seq, f"unknown online accountant {name!r}")]
+    privacy = config.get("privacy")
+    configured = privacy.get("accountant") if isinstance(privacy, dict) else None
+    if configured is not None and configured != name:
+        reason = f"the genesis names the {name} accountant, the configuration {configured!r}"
+        return Backend.RDP, [Finding(seq, reason)]
+    return Backend(name), []
+
+
 def audit_ledger(
     source: str | os.PathLike[str],
     pinned_key: bytes,
@@ -496,7 +518,9 @@ def audit_ledger(
         receipts: owners' countersignatures held as receipts.
         require_seal: fail unless the ledger ends with a seal.
         backend: the audit backend; default: the one independent of the online
-            backend the ledger's genesis names (``protocol_versions.accounting_online``).
+            backend the ledger's genesis names (``protocol_versions.accounting_online``;
+            a missing or unknown name, or one that is not the configuration's
+            ``privacy.accountant``, is a finding).
         every_spend: check the recorded epsilon at every spend (default); False
             checks each owner's last spend only (one accounting per distinct final
             history: for large ledgers whose plans change often; the earlier
@@ -506,7 +530,9 @@ def audit_ledger(
     multiset of events: composition commutes) are accounted once.
 
     Raises:
-        ValueError: ``backend`` is the online backend (the audit must be independent).
+        ConfigError: ``backend`` is the online backend (the audit must be
+            independent), or RDP for a ledger accounted on PLD or PRV (RDP's looser
+            bound would report the honest ledger as under-reporting).
     """
     report = verify_ledger(
         source,
@@ -519,19 +545,24 @@ def audit_ledger(
     entries = report.entries
     config: dict[str, CanonicalValue] = {}
     online = Backend.RDP
+    genesis_findings: list[Finding] = []
     if entries and entries[0].kind is EntryKind.FEDERATION_CREATED:
         genesis = entries[0].fields()
         cfg = genesis.get("config")
         config = dict(cfg) if isinstance(cfg, dict) else {}
-        versions = genesis.get("protocol_versions")
-        name = versions.get("accounting_online") if isinstance(versions, dict) else None
-        if isinstance(name, str) and name in {b.value for b in Backend}:
-            online = Backend(name)
+        online, genesis_findings = _online_backend(entries[0].seq, genesis, config)
     audit = backend if backend is not None else independent_backend(online)
     if audit is online:
-        raise ValueError(f"the audit backend must differ from the online one ({online.value})")
+        raise ConfigError(f"the audit backend must differ from the online one ({online.value})")
+    if audit is Backend.RDP and online is not Backend.RDP:
+        raise ConfigError(
+            f"RDP is looser than the ledger's online {online.value} accountant: it would "
+            "report an honest ledger as under-reporting; audit with "
+            f"{independent_backend(online).value}"
+        )
     records = [(e, e.fields()) for e in entries if e.kind in _ROUND_KINDS]
     owners, rounds, stops, findings = _collect(records)
+    findings += genesis_findings
     findings += _consistency(records, config)
     budget = _config_budget(config)
     cache = _HistoryCache()

@@ -197,6 +197,11 @@ class TrainingConfig(_Strict):
     """Negatives per positive, drawn uniformly over the catalogue (independent of the data)."""
 
 
+MIN_AUDIT_DELTA = 1e-12
+"""The smallest delta a PLD or PRV run may target: its independent audit backend (PRV,
+or PLD) re-accounts it (PRV raises below about 1e-13)."""
+
+
 class PrivacyConfig(_Strict):
     """Record- or person-level DP-SGD on every data owner.
 
@@ -325,6 +330,13 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
         )
     if privacy.enabled and privacy.budget_epsilon is None and privacy.target_epsilon is None:
         raise ConfigError(f"{source}: privacy.budget_epsilon is required with noise_multiplier")
+    tight = privacy.accountant is not Backend.RDP
+    if privacy.enabled and tight and privacy.delta < MIN_AUDIT_DELTA:
+        raise ConfigError(
+            f"{source}: privacy: with the {privacy.accountant.value} accountant, delta must be "
+            f"at least {MIN_AUDIT_DELTA:g} (the independent audit backend cannot re-account "
+            'smaller ones); use accountant = "rdp" (audited with PLD)'
+        )
     if privacy.unit is PrivacyUnit.CLIENT:
         raise ConfigError(
             f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "

@@ -445,6 +445,7 @@ class Federation:
             self.federation_accountant = OwnerAccountant(
                 unit=PrivacyUnit.CLIENT,
                 budget=Budget(epsilon=client.budget_epsilon, delta=client.delta),
+                backend=p.accountant,  # the one the ledger's genesis names
             )
         self.metric_params = _metric_params(config, max(len(s.users) for s in self.shards))
         if p.enabled:
@@ -464,10 +465,7 @@ class Federation:
         key = self.identities[shard.owner_id]
         if p.enabled:
             budget: Budget | None = Budget(epsilon=_budget_epsilon(self.config), delta=p.delta)
-            # Every release the owner accepts, round 0's included, meets its floor.
             min_sigma = self.noise_multiplier
-            if self.prior_noise_multiplier > 0:
-                min_sigma = min(min_sigma, self.prior_noise_multiplier)
         else:
             budget, min_sigma = None, 0.0
         policy = OwnerPolicy(
@@ -487,6 +485,10 @@ class Federation:
             corrupt_fraction=self.config.secagg.threat.corrupt_fraction,
             security_bits=self.config.secagg.threat.sigma,
             min_cohort=self.config.secagg.min_clients,
+            # The prior's own floor: exactly the calibrated prior (0 without DP).
+            prior_min_noise_multiplier=self.prior_noise_multiplier
+            if p.enabled and self.config.prior.enabled and len(self.shards) >= 2
+            else 0.0,
         )
         model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
         return DataOwner(
@@ -949,6 +951,14 @@ class Federation:
         return [o.epsilon() for o in self.owners.values()]
 
 
+def _changed_keys(a: object, b: object, prefix: str = "") -> list[str]:
+    """The dotted keys at which two canonical configurations differ (sorted)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [k for key in keys for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".") or "(root)"]
+
+
 def _canonical_config(config: SecurefedConfig, root: Path | None) -> dict[str, CanonicalValue]:
     """The resolved configuration (every default explicit, the data path absolute)."""
     value = to_canonical(_resolved_config(config, root).model_dump(mode="json"))
@@ -1045,10 +1055,21 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
 
     Raises:
         IntegrityError: the roster, or the checkpoint, is not the one the ledger records.
+        ConfigError: the resolved configuration is not the one the ledger's genesis
+            records (a resumed run may not change its accountant, targets or plan).
     """
     genesis = next(iter(ledger.entries())).fields()
     if genesis["roster_hash"] != fed.roster.digest().hex():
         raise IntegrityError()
+    recorded = genesis.get("config")
+    current = fed.genesis_body()["config"]
+    if recorded != current:
+        changed = _changed_keys(recorded, current)
+        raise ConfigError(
+            "resume: the configuration differs from the one the ledger records at "
+            + ", ".join(changed[:5])
+            + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        )
     state = read_ledger_state(ledger)
     for oid, events in state.spends.items():
         fed.owners[oid].restore_spends(events)
@@ -1121,7 +1142,8 @@ def run_federation(
 
     Raises:
         ConfigError: ``resume`` without ``out_dir`` or ``writer_key``, or (without
-            ``resume``) ``out_dir`` already holds a ledger.
+            ``resume``) ``out_dir`` already holds a ledger, or (with ``resume``) the
+            configuration differs from the one the ledger records.
         IntegrityError: on resume, the roster or checkpoint does not match the ledger.
     """
     if resume and (out_dir is None or writer_key is None):
@@ -1160,7 +1182,11 @@ def run_federation(
             if ledger.sealed:
                 ledger.close()
                 raise ConfigError(f"{ledger_path}: the run is finished (sealed): nothing to resume")
-            first_round = _resume(fed, ledger, out_dir / CHECKPOINT_FILE)
+            try:
+                first_round = _resume(fed, ledger, out_dir / CHECKPOINT_FILE)
+            except BaseException:
+                ledger.close()
+                raise
         else:
             key = writer_key or IdentityKey.generate(fed._rng)
             ledger = Ledger.create(ledger_path, key, federation=fed.genesis_body(), rng=fed._rng)

@@ -209,8 +209,8 @@ class DataOwner:
         The owner takes part only if its policy names a ``prior_min_cohort``, only
         before any other round, and only in the prior's exact form: round 0, the
         prior's procedure hash, sampling rate 1, one step, the contribution bound as
-        clip norm, its own unit, an allowed model and at least the policy's minimum
-        noise multiplier (the same floor as every training round). ``divisor`` is the noise
+        clip norm, its own unit, an allowed model and at least the policy's
+        ``prior_min_noise_multiplier``. ``divisor`` is the noise
         divisor ``h`` every owner of the session uses (the coordinator sends one
         figure to all; :func:`~securefed.prior.session_hash` binds it into the
         session, so owners given different figures cannot aggregate together). The
@@ -240,11 +240,12 @@ class DataOwner:
             problems.append(f"privacy unit {plan.unit.value} != policy {policy.unit.value}")
         if plan.model_hash not in policy.allowed_model_hashes:
             problems.append("model architecture not allowed by the owner")
-        if plan.noise_multiplier < policy.min_noise_multiplier:
+        if policy.min_noise_multiplier > 0 and plan.noise_multiplier == 0:
+            problems.append("the owner's policy requires DP: no noiseless release")
+        if plan.noise_multiplier < policy.prior_min_noise_multiplier:
             problems.append(
-                f"noise multiplier {plan.noise_multiplier:g} < minimum "
-                f"{policy.min_noise_multiplier:g}"
-                + (" (the owner's policy requires DP)" if plan.noise_multiplier == 0 else "")
+                f"noise multiplier {plan.noise_multiplier:g} < the prior's minimum "
+                f"{policy.prior_min_noise_multiplier:g}"
             )
         own = honest_shares(policy.prior_min_cohort, policy.threat())
         if isinstance(divisor, bool) or not isinstance(divisor, int) or not 1 <= divisor <= own:

@@ -70,6 +70,11 @@ class OwnerPolicy:
         min_cohort: the smallest secure-aggregation cohort (advertised clients) in
             which the owner sends a masked input, for training and evaluation
             alike; its client refuses a smaller one, whatever the round context says.
+        prior_min_noise_multiplier: the smallest noise multiplier of a prior the
+            owner contributes to (its own floor, separate from the training rounds':
+            one full-batch release needs more noise than a subsampled step for the
+            same epsilon). Required (> 0) when the owner takes part in a prior and
+            requires DP; 0 otherwise.
     """
 
     owner_id: int
@@ -86,6 +91,7 @@ class OwnerPolicy:
     corrupt_fraction: float = 0.2
     security_bits: int = 40
     min_cohort: int = 2
+    prior_min_noise_multiplier: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.owner_id < 2**32:
@@ -109,6 +115,14 @@ class OwnerPolicy:
             raise ValueError("min_cohort must be at least 2")
         if not 0 <= self.prior_min_cohort < 2**32 or self.prior_min_cohort == 1:
             raise ValueError("prior_min_cohort must be 0 (no prior) or at least 2")
+        floor = self.prior_min_noise_multiplier
+        if not (math.isfinite(floor) and floor >= 0):
+            raise ValueError("prior_min_noise_multiplier must be finite and >= 0")
+        if (self.prior_min_cohort >= 2 and self.min_noise_multiplier > 0) != (floor > 0):
+            raise ValueError(
+                "prior_min_noise_multiplier is required (> 0) exactly when the owner "
+                "takes part in a prior and requires DP"
+            )
         for hashes in (self.allowed_model_hashes, self.allowed_plan_hashes):
             if not hashes or any(len(h) != 32 for h in hashes):
                 raise ValueError("allowed hash lists must be non-empty sets of 32-byte digests")
@@ -129,6 +143,7 @@ class OwnerPolicy:
         f64(w, self.corrupt_fraction)
         w.u32(self.security_bits)
         w.u32(self.min_cohort)
+        f64(w, self.prior_min_noise_multiplier)
         return w.getvalue()
 
     def threat(self) -> ThreatModel:

@@ -73,6 +73,11 @@ def test_the_online_accountant_is_one_of_the_backends(tmp_path):
     assert load_config(path).privacy.accountant is Backend.PLD
     with pytest.raises(ConfigError, match="accountant"):
         load_config(_write(tmp_path, '[privacy]\naccountant = "gdp"\n'))
+    # The independent audit of a PLD run (PRV) cannot re-account a tiny delta.
+    with pytest.raises(ConfigError, match="delta must be at least"):
+        load_config(_write(tmp_path, '[privacy]\naccountant = "pld"\ndelta = 1e-14\n'))
+    tiny_rdp = load_config(_write(tmp_path, "[privacy]\ndelta = 1e-14\n"))
+    assert tiny_rdp.privacy.delta == 1e-14
 
 
 def test_missing_file(tmp_path):

@@ -86,7 +86,7 @@ def test_every_broken_rule_is_named():
 def test_signed_policy_verifies_only_untampered_under_the_owners_key():
     rng = DeterministicRandom(hashlib.sha256(b"policy-test").digest())
     owner, other = IdentityKey.generate(rng), IdentityKey.generate(rng)
-    policy = _policy()
+    policy = _policy(prior_min_cohort=3, prior_min_noise_multiplier=1.2)
     signed = policy.sign(owner)
     assert signed.verified(owner.public_key) == policy
     with pytest.raises(IntegrityError):
@@ -103,10 +103,27 @@ def test_signed_policy_verifies_only_untampered_under_the_owners_key():
         {"allowed_plan_hashes": frozenset({PLAN, MODEL})},
         {"budget": Budget(epsilon=80.0, delta=1e-5)},
         {"owner_id": 8},
+        {"prior_min_cohort": 5},
+        {"corrupt_fraction": 0.1},
+        {"security_bits": 20},
+        {"min_cohort": 5},
+        {"prior_min_noise_multiplier": 0.5},
     ]:
         forged = dataclasses.replace(signed, policy=dataclasses.replace(policy, **change))
         with pytest.raises(IntegrityError):
             forged.verified(owner.public_key)
+
+
+def test_a_prior_needs_its_own_noise_floor_exactly_when_dp_is_required():
+    with pytest.raises(ValueError, match="prior_min_noise_multiplier"):
+        _policy(prior_min_cohort=3)  # takes part in a prior, requires DP, no floor
+    with pytest.raises(ValueError, match="prior_min_noise_multiplier"):
+        _policy(prior_min_noise_multiplier=1.0)  # a floor for a prior it takes no part in
+    with pytest.raises(ValueError, match="prior_min_noise_multiplier"):
+        _policy(prior_min_cohort=3, prior_min_noise_multiplier=float("nan"))
+    assert _policy(prior_min_cohort=3, prior_min_noise_multiplier=1.0).prior_min_cohort == 3
+    open_policy = _policy(min_noise_multiplier=0.0, budget=None, prior_min_cohort=3)
+    assert open_policy.prior_min_noise_multiplier == 0.0  # no DP: exact counts allowed
 
 
 def test_signature_not_in_repr():
