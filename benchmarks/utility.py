@@ -25,6 +25,14 @@ Rows (``--rows`` takes globs over these names):
 * ``dp-silo-record-e{1,3,8}``: 10 silos, record-level DP-SGD.
 * ``dp-silo-person-e{1,3,8}``: 10 silos, person-level DP-SGD.
 * ``dp-device-record-e{1,3,8}``: one owner per user, 10% Poisson cohorts, record-level.
+* ``*-prior*``: the same, starting from the item-popularity prior (round 0);
+  ``-pld``: calibrated on the PLD accountant.
+* ``fed-nonprivate-unmasked``, ``dp-silo-record-e8-unmasked``: the paired check of
+  what secure aggregation changes. Each seed runs its base row twice, back to back
+  with the same seeds: once as is, once with the benchmark harness (outside the
+  server) replacing every round's dequantised aggregate by the exact float mean of
+  the owners' clipped updates. Every random draw is the same in both runs (the
+  owners still quantise and mask); only the applied aggregate differs.
 
 Every (row, seed) runs in this process, one after the other. With ``--write`` the
 results JSON (``benchmarks/results/utility.json``) is saved after every finished
@@ -35,6 +43,8 @@ and the BENCHMARKS.md section between the utility markers is rewritten.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime as dt
 import fnmatch
 import hashlib
@@ -46,6 +56,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +99,7 @@ class Row:
     """One line of the table: a method and its privacy target."""
 
     name: str
-    kind: str  # popularity | dp-popularity | central | federated
+    kind: str  # popularity | dp-popularity | central | federated | paired
     epsilon: float | None = None
     partition: str = "silos"  # silos | per_user
     unit: str = "record"  # record | person
@@ -100,6 +111,7 @@ class Row:
     server_lr: float = 1.0
     prior_share: float | None = None  # item-popularity prior's share of the budget
     accountant: str = "rdp"  # privacy.accountant: calibration and budgets
+    pair: str | None = None  # unmasked-sum rows: the base row they pair with
 
     @property
     def private(self) -> bool:
@@ -111,6 +123,8 @@ class Row:
             return "training counts"
         if self.kind == "dp-popularity":
             return "counts + N(0, s²), one release"
+        if self.pair is not None:
+            return f"as {self.pair}, run twice per seed: SecAgg vs an unmasked exact mean"
         if self.kind == "central":
             text = f"1 owner, SGD lr {self.lr:g}, Poisson rate {self.q:g}"
             return text + (", item biases from counts" if self.prior_share is not None else "")
@@ -202,6 +216,12 @@ def all_rows() -> list[Row]:
             prior_share=PRIOR_SHARE,
         )
         for e in EPSILONS
+    ]
+    # Secure aggregation against an unmasked exact mean, paired seed by seed.
+    base = {r.name: r for r in rows}
+    rows += [
+        dataclasses.replace(base[name], name=f"{name}-unmasked", kind="paired", pair=name)
+        for name in ("fed-nonprivate", "dp-silo-record-e8")
     ]
     rows += [
         Row(
@@ -576,7 +596,7 @@ def run_federated(
 
     result = run_federation(
         config,
-        rng=DeterministicRandom(seed_bytes("utility", row.name, seed)),
+        rng=DeterministicRandom(seed_bytes("utility", row.pair or row.name, seed)),
         on_round=on_round,
     )
     if result.final_test is None:  # pragma: no cover - run_federation always evaluates
@@ -614,6 +634,57 @@ def run_federated(
     }
 
 
+@contextlib.contextmanager
+def unmasked_mean() -> Iterator[list[float]]:
+    """Within: every training round applies the exact mean of the owners' clipped updates.
+
+    The benchmark's own instrument, outside the library: it records what each
+    owner's ``protect`` clips (and still lets it quantise, so that every random
+    draw is unchanged) and, in ``Coordinator.apply``, replaces the dequantised
+    aggregate's mean by the survivors' exact float mean. Yields the largest
+    difference seen between the two means (per round, max over coordinates).
+    """
+    import securefed.server.coordinator as coordinator_module
+    from securefed.client.owner import DataOwner, clip_l2
+
+    sent: dict[int, npt.NDArray[np.float64]] = {}
+    gaps: list[float] = []
+    protect = DataOwner.protect
+    aggregate_mean = getattr(coordinator_module, "aggregate_mean")  # noqa: B009 (no re-export)
+
+    def recording_protect(self: Any, update: Any, spec: Any, *, clip_norm: float) -> Any:
+        sent[self.owner_id] = clip_l2(update, clip_norm)[0]
+        return protect(self, update, spec, clip_norm=clip_norm)
+
+    def exact_mean(result: Any, spec: Any) -> Any:
+        secure = aggregate_mean(result, spec)
+        exact = np.mean([sent[i] for i in secure.survivors], axis=0)
+        gaps.append(float(np.max(np.abs(exact - secure.mean))))
+        sent.clear()
+        return dataclasses.replace(secure, mean=exact)
+
+    DataOwner.protect = recording_protect  # type: ignore[method-assign]
+    setattr(coordinator_module, "aggregate_mean", exact_mean)  # noqa: B010
+    try:
+        yield gaps
+    finally:
+        DataOwner.protect = protect  # type: ignore[method-assign]
+        setattr(coordinator_module, "aggregate_mean", aggregate_mean)  # noqa: B010
+
+
+def run_paired(row: Row, seed: int, passes: int, data: Path, *, verbose: bool) -> dict[str, Any]:
+    """The base row through secure aggregation, then the same seed with the exact mean."""
+    if row.pair is None:
+        raise ValueError(f"{row.name}: a paired row names its base row")
+    base = dataclasses.replace(row, name=row.pair, kind="federated", pair=None)
+    masked = run_federated(base, seed, passes, data, verbose=verbose)
+    with unmasked_mean() as gaps:
+        out = run_federated(base, seed, passes, data, verbose=verbose)
+    out["paired_secagg_test"] = masked["test"]
+    out["max_mean_difference"] = max(gaps) if gaps else None
+    return out
+
+
 def run_one(
     row: Row, seed: int, passes: int, data: Path, split: Any, *, verbose: bool = False
 ) -> dict[str, Any]:
@@ -626,9 +697,11 @@ def run_one(
         out = run_dp_popularity(split, seed, row.epsilon)
     elif row.kind == "central":
         out = run_central(row, seed, passes, data)
+    elif row.kind == "paired":
+        out = run_paired(row, seed, passes, data, verbose=verbose)
     else:
         out = run_federated(row, seed, passes, data, verbose=verbose)
-    trained = row.kind in ("central", "federated")
+    trained = row.kind in ("central", "federated", "paired")
     return {
         "row": row.name,
         "seed": seed,
@@ -901,6 +974,38 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
         cells = [f"{g:.3f}" if g is not None else "—" for g in gaps]
         out.append(f"| {name} ({len(by[name]['runs'])} seeds) | {' | '.join(cells)} "
                    f"| {met} / {len(GAP_METRICS)} |")  # fmt: skip
+    paired = [r for r in rows if all("paired_secagg_test" in x for x in r["runs"])]
+    if paired:
+        out += [
+            "",
+            "Secure aggregation against an unmasked exact mean, the same seeds (bar: HR@10 "
+            "moves by < 0.005): |SecAgg − unmasked| per seed, then the largest difference "
+            "between the two applied means in any round and coordinate.",
+            "",
+            "| pair | seeds | |Δ HR@10 s.| mean / max | |Δ HR@10 full| mean / max "
+            "| |Δ NDCG@10 s.| max | largest mean difference | bar met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in paired:
+            deltas = {
+                m: [abs(x["paired_secagg_test"][m] - x["test"][m]) for x in r["runs"]]
+                for m in ("sampled_hr10", "full_hr10", "sampled_ndcg10")
+            }
+            applied: list[float] = [
+                x["max_mean_difference"]
+                for x in r["runs"]
+                if x.get("max_mean_difference") is not None
+            ]
+            worst = max(max(deltas["sampled_hr10"]), max(deltas["full_hr10"]))
+            out.append(
+                f"| {r['runs'][0].get('pair', r['row'])} | {len(r['runs'])} "
+                f"| {np.mean(deltas['sampled_hr10']):.4f} / {max(deltas['sampled_hr10']):.4f} "
+                f"| {np.mean(deltas['full_hr10']):.4f} / {max(deltas['full_hr10']):.4f} "
+                f"| {max(deltas['sampled_ndcg10']):.4f} "
+                f"| {max(applied):.2g} | {'yes' if worst < 0.005 else 'no'} |"
+                if applied
+                else f"| {r['row']} | {len(r['runs'])} | — | — | — | — | — |"
+            )
     bars = [b for b in ("popularity", "dp-popularity-e8") if b in by]
     dp_rows = [n for n in DP_TARGET_ROWS if n in by]
     if bars and dp_rows:
@@ -919,10 +1024,10 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
                     above += d > 0
                     cells.append(f"{d:+.4f}" + (f" ± {half:.4f}" if half is not None else ""))
                 g = [gap(name, m) for m in ("sampled_hr10", "full_hr10")]
-                gaps = " / ".join(f"{x:.2f}" if x is not None else "—" for x in g)
+                gap_text = " / ".join(f"{x:.2f}" if x is not None else "—" for x in g)
                 out.append(
                     f"| {name} ({len(by[name]['runs'])}) − {bar} ({len(by[bar]['runs'])}) "
-                    f"| {' | '.join(cells)} | {above} / {len(METRICS)} | {gaps} |"
+                    f"| {' | '.join(cells)} | {above} / {len(METRICS)} | {gap_text} |"
                 )
     return out
 

@@ -258,3 +258,59 @@ def test_main_writes_merges_and_renders(utility, ratings_csv, tmp_path, capsys):
     before = md.read_text()
     utility.main(["--write-only", "--results", str(results), "--markdown", str(md)])
     assert md.read_text() == before
+
+
+def test_the_unmasked_instrument_applies_the_exact_mean_and_draws_the_same(utility, ratings_csv):
+    # The paired rows' harness: inside it, a round applies the survivors' exact float
+    # mean of clipped updates (FedAvg, server lr 1), the difference from the secure
+    # aggregate is at most one quantisation step, and outside it nothing is patched.
+    from securefed.client.owner import DataOwner, clip_l2
+    from securefed.config import parse_config
+    from securefed.federation import Federation
+    from securefed.randomness import DeterministicRandom
+
+    config = parse_config({
+        "federation": {"rounds": 1, "federation_id": "paired"},
+        "data": {"path": str(ratings_csv), "format": "csv", "partition": "silos", "silos": 3},
+        "model": {"kind": "mf", "dim": 8},
+        "training": {"sampling_rate": 0.15, "learning_rate": 0.5, "negatives": 2},
+        "privacy": {"target_epsilon": 8.0},
+        "update": {"clip_norm": 5.0},
+        "secagg": {"quantization": {"bits": 20, "clip": 5.0}, "min_clients": 2},
+    })  # fmt: skip
+
+    def one_round(instrumented):
+        fed = Federation(config, rng=DeterministicRandom(b"u" * 32))
+        sent = []
+        protect = DataOwner.protect
+
+        def spy(self, update, spec, *, clip_norm):
+            sent.append(clip_l2(update, clip_norm)[0])
+            return protect(self, update, spec, clip_norm=clip_norm)
+
+        DataOwner.protect = spy
+        try:
+            before = fed.coordinator.weights.copy()
+            if instrumented:
+                with utility.unmasked_mean() as gaps:
+                    fed.train_round(1)
+            else:
+                gaps = []
+                fed.train_round(1)
+        finally:
+            DataOwner.protect = protect
+        return before, np.mean(sent, axis=0), fed.coordinator.weights, gaps, fed
+
+    before, exact, after, gaps, fed = one_round(True)
+    np.testing.assert_allclose(after, before + exact, rtol=0, atol=1e-6)
+    step = fed.coordinator.params.quantization.step
+    assert len(gaps) == 1
+    assert 0 < gaps[0] <= step
+    assert DataOwner.protect.__name__ == "protect"  # restored
+    # The same seeds without the instrument: the same clipped updates (every draw
+    # unchanged), and the secure aggregate within one quantisation step of them.
+    before2, exact2, after2, _, _ = one_round(False)
+    np.testing.assert_array_equal(before2, before)
+    np.testing.assert_array_equal(exact2, exact)
+    assert np.max(np.abs(after2 - (before + exact))) <= step + 1e-6
+    assert np.max(np.abs(after2 - after)) > 0  # the two runs applied different aggregates
