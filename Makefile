@@ -54,6 +54,7 @@ bench: venv
 	$(PY) benchmarks/secagg.py --write
 	$(PY) benchmarks/accounting.py
 	$(PY) benchmarks/ledger.py --write
+	$(PY) benchmarks/client.py --write
 
 # Utility of the federated recommender against baselines (about 2 h on 2 cores;
 # resumable: results are merged into benchmarks/results/utility.json run by run).
