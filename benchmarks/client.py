@@ -141,8 +141,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['noise_multiplier']:.3f}, clip {data['clip_norm']:g}): one local epoch of "
         "Poisson steps, DP-SGD (Opacus ghost clipping + CSPRNG noise) and the same "
         f"sampling without clipping or noise, interleaved, {data['repeats']} times each; "
-        "medians of sampled records per wall-clock second. Noise: the Gaussian draws of "
-        "one epoch alone (one per trained parameter per step), included in the DP figure.",
+        "medians of sampled records per wall-clock second, on the CPU. Noise: the noise of "
+        "one epoch alone (one value per trained parameter per step, each the mitigated sum "
+        "of four CSPRNG normal draws), included in the DP figure.",
         "",
         "| sampling rate q | expected batch (records) | steps / epoch | DP-SGD records/s "
         "| non-private records/s | DP / non-private | DP epoch (s) | non-private epoch (s) "
@@ -183,7 +184,7 @@ def write_markdown(section: str, path: Path = BENCHMARKS_MD) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
-        "--rates", type=float, nargs="+", help="sampling rates (default: the shipped one, 0.2)"
+        "--rates", type=float, nargs="+", help="sampling rates (default: the shipped rate and 0.2)"
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write", action="store_true")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     from securefed.config import load_config
 
     default = load_config(CONFIG).training.sampling_rate
-    rates = args.rates or [default, 0.2]
+    rates = args.rates or sorted({default, 0.2})
     if default not in rates:
         raise SystemExit(f"the shipped default rate {default:g} must be among --rates")
     started = time.perf_counter()

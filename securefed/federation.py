@@ -1059,8 +1059,8 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
             records (a resumed run may not change its accountant, targets or plan).
     """
     genesis = next(iter(ledger.entries())).fields()
-    if genesis["roster_hash"] != fed.roster.digest().hex():
-        raise IntegrityError()
+    # The whole resolved configuration (data path included; defaults that a newer
+    # securefed adds count as changes): checked first, so that a changed key is named.
     recorded = genesis.get("config")
     current = fed.genesis_body()["config"]
     if recorded != current:
@@ -1070,6 +1070,8 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
             + ", ".join(changed[:5])
             + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         )
+    if genesis["roster_hash"] != fed.roster.digest().hex():
+        raise IntegrityError()
     state = read_ledger_state(ledger)
     for oid, events in state.spends.items():
         fed.owners[oid].restore_spends(events)

@@ -208,6 +208,16 @@ def test_main_writes_merges_and_renders(utility, ratings_csv, tmp_path, capsys):
     data["runs"]["dp-silo-record-e8"] = {
         str(s): _fake_federated_run(utility, s, hr) for s, hr in ((0, 0.5), (1, 0.6))
     }
+    # A paired row: its SecAgg run 0.002 above its unmasked run on every metric.
+    data["runs"]["dp-silo-record-e8-unmasked"] = {
+        str(s): {
+            **_fake_federated_run(utility, s, hr),
+            "row": "dp-silo-record-e8-unmasked",
+            "paired_secagg_test": {k: hr + 0.002 for k in utility.STORED},
+            "max_mean_difference": 1e-5,
+        }
+        for s, hr in ((0, 0.5), (1, 0.6))
+    }
     results.write_text(json.dumps(data))
     utility.main(["--write-only", "--results", str(results), "--markdown", str(md)])
     text = md.read_text()
@@ -215,6 +225,19 @@ def test_main_writes_merges_and_renders(utility, ratings_csv, tmp_path, capsys):
     assert text.count(utility.END) == 1
     assert "<!-- secagg:begin -->\nkept\n<!-- secagg:end -->" in text  # other sections kept
     section = text[text.index(utility.BEGIN) : text.index(utility.END)]
+    # Every table renders: each row has as many cells as its separator line.
+    lines = section.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            rows = [lines[i - 1]]
+            for following in lines[i + 1 :]:
+                if not following.startswith("|"):
+                    break
+                rows.append(following)
+            for row in rows:
+                assert row.count("|") == line.count("|"), row
+    paired = next(x for x in lines if x.startswith("| dp-silo-record-e8-unmasked | 2 |"))
+    assert "| 0.0020 / 0.0020 | 0.0020 / 0.0020 | 0.0020 | 1e-05 | yes |" in paired
     for header in (
         "HR@10 sampled (99 negatives)",
         "NDCG@10 sampled (99 negatives)",
