@@ -22,9 +22,12 @@ Opacus constraints the models respect (checked by ``tests/unit/test_models.py``)
   fails), so the global bias is an ``Embedding(1, 1)`` read at index 0.
 * Layers keep the ``(B, L, ...)`` shape: flattening to ``(B * L, ...)`` before a
   ``Linear`` would make Opacus treat each position as its own sample.
-* No ``padding_idx`` and no ``max_norm``: Opacus' embedding norm sampler ignores
-  both, so padding is handled by the loss mask (a masked position has a zero
-  gradient and contributes nothing to the ghost norm).
+* No ``padding_idx`` and no ``max_norm``: the embedding norm samplers ignore both,
+  so padding is handled by the loss mask (a masked position has a zero gradient
+  and contributes nothing to the ghost norm).
+* Embeddings are :class:`RowEmbedding`, an ``nn.Embedding`` whose per-sample
+  gradient norm (:func:`embedding_row_norms`, registered with Opacus) needs no sort
+  over (row, id) pairs.
 * Each layer runs once per forward (ghost clipping rejects parameter tying).
 
 Privacy note: train the private user embeddings under the same DP optimizer as the
@@ -44,6 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
+from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+from opacus.grad_sample.utils import register_norm_sampler
 from torch import Tensor, nn
 
 __all__ = [
@@ -54,7 +59,9 @@ __all__ = [
     "RecommenderKind",
     "RecommenderSpec",
     "RowBCEWithLogitsLoss",
+    "RowEmbedding",
     "build_model",
+    "embedding_row_norms",
     "flatten_shared",
     "is_private_name",
     "load_shared_state",
@@ -81,14 +88,62 @@ _SCORE_PAIRS_PER_CHUNK = 1 << 18
 # torch's global RNG.
 
 
+class RowEmbedding(nn.Embedding):
+    """An ``nn.Embedding`` in every respect but its type.
+
+    The type selects :func:`embedding_row_norms` as its per-sample gradient norm
+    under Opacus ghost clipping.
+    """
+
+
+def embedding_row_norms(
+    layer: nn.Embedding, activations: list[Tensor], backprops: Tensor
+) -> dict[Tensor, Tensor]:
+    """Per-sample L2 norms of the gradient of ``layer.weight`` (Opacus' norm-sampler API).
+
+    Sample ``b`` reads ids ``x[b, 0..k-1]`` and receives backprops ``g[b, j]`` (one
+    ``d``-vector per position), so its gradient is ``sum_j e(x[b, j]) g[b, j]^T`` and
+    its squared Frobenius norm is ``sum_{j, l} [x[b, j] == x[b, l]] <g[b, j], g[b, l]>``:
+    a ``k x k`` Gram matrix per sample, masked by id equality. The same figure as
+    Opacus' ``compute_embedding_norm_sample``, which sorts every (row, id) pair
+    (``tests/unit/test_models.py`` compares the two, and both with per-row autograd).
+    Layers with ``padding_idx``, ``max_norm``, frequency scaling or sparse gradients
+    (none in these models) go to Opacus' function.
+    """
+    if (
+        layer.padding_idx is not None
+        or layer.max_norm is not None
+        or layer.scale_grad_by_freq
+        or layer.sparse
+    ):  # pragma: no cover - the models create none of these
+        fallback: dict[Tensor, Tensor] = compute_embedding_norm_sample(
+            layer, activations, backprops
+        )
+        return fallback
+    ids = activations[0]
+    batch = ids.shape[0]
+    ids = ids.reshape(batch, -1)
+    grads = backprops.reshape(batch, ids.shape[1], -1)
+    if ids.shape[1] == 1:
+        squared = grads.square().sum(dim=(1, 2))
+    else:
+        gram = torch.bmm(grads, grads.transpose(1, 2))
+        same = ids.unsqueeze(2) == ids.unsqueeze(1)
+        squared = (gram * same).sum(dim=(1, 2)).clamp_min(0.0)
+    return {layer.weight: squared.sqrt()}
+
+
+register_norm_sampler(RowEmbedding)(embedding_row_norms)
+
+
 def _embedding(num: int, dim: int, generator: torch.Generator) -> nn.Embedding:
-    layer = nn.Embedding(num, dim, device="meta").to_empty(device="cpu")
+    layer = RowEmbedding(num, dim, device="meta").to_empty(device="cpu")
     nn.init.normal_(layer.weight, mean=0.0, std=_EMBEDDING_STD, generator=generator)
     return layer
 
 
 def _zeros_embedding(num: int, dim: int) -> nn.Embedding:
-    layer = nn.Embedding(num, dim, device="meta").to_empty(device="cpu")
+    layer = RowEmbedding(num, dim, device="meta").to_empty(device="cpu")
     nn.init.zeros_(layer.weight)
     return layer
 

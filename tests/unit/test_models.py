@@ -414,3 +414,43 @@ def test_ghost_clipping_clips_each_row_as_one_unit(
         if dtype == torch.float64:  # and the residual is exactly the stabiliser
             error = float(torch.linalg.vector_norm(got - stabilised[name]))
             assert error <= 1e-12 * float(torch.linalg.vector_norm(exact[name])), (name, error)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("batch", "width", "vocab"), [(64, 5, 7), (50, 1, 30), (33, 12, 4)])
+def test_the_sort_free_embedding_norm_is_opacus_norm(batch, width, vocab, dtype):
+    # Small vocabularies: many ids repeat inside a row, which is where the two
+    # computations could part. Opacus' compute_embedding_norm_sample is the reference.
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from securefed.models import RowEmbedding, embedding_row_norms
+
+    generator = _gen(batch * 100 + width)
+    layer = RowEmbedding(vocab, 6).to(dtype)
+    shape = (batch,) if width == 1 else (batch, width)
+    ids = torch.randint(0, vocab, shape, generator=generator)
+    backprops = torch.randn((*shape, 6), generator=generator, dtype=dtype)
+    backprops[::7] = 0.0  # masked positions have zero backprops
+    ours = embedding_row_norms(layer, [ids], backprops)[layer.weight]
+    reference = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    assert ours.shape == (batch,)
+    torch.testing.assert_close(ours, reference, rtol=1e-12 if dtype == torch.float64 else 1e-5,
+                               atol=1e-12 if dtype == torch.float64 else 1e-6)  # fmt: skip
+    # And against the per-sample gradient itself.
+    flat_ids, flat_grads = ids.reshape(batch, -1), backprops.reshape(batch, -1, 6)
+    for b in range(0, batch, 5):
+        grad = torch.zeros(vocab, 6, dtype=dtype).index_add(0, flat_ids[b], flat_grads[b])
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(
+            ours[b], torch.linalg.matrix_norm(grad), rtol=tolerance, atol=tolerance
+        )
+
+
+def test_every_embedding_of_the_models_uses_the_sort_free_norm() -> None:
+    from securefed.models import RowEmbedding
+
+    for model in (_mf(3), _neumf(3)):
+        embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+        assert embeddings
+        assert all(type(m) is RowEmbedding for m in embeddings)
+    assert RowEmbedding in GradSampleModuleFastGradientClipping.NORM_SAMPLERS
