@@ -221,8 +221,9 @@ class PrivacyConfig(_Strict):
     accountant: Backend = ONLINE_DEFAULT
     """The online accountant budgets are calibrated and enforced on, by the owners
     and the coordinator alike: ``rdp`` (default; an upper bound, fast), ``pld``
-    (tighter: about 10% less epsilon for the same noise, about 0.2 s per owner and
-    round) or ``prv``. The ledger names it, and the audit re-accounts with another."""
+    (tighter: about 10% less epsilon for the same noise; each spend takes 0.2-0.4 s
+    instead of under 1 ms) or ``prv``. The ledger names it, and the audit
+    re-accounts with another."""
 
 
 class ClientPrivacyConfig(_Strict):
