@@ -88,6 +88,11 @@ _SCORE_PAIRS_PER_CHUNK = 1 << 18
 # torch's global RNG.
 
 
+#: Rows at most this wide get :func:`embedding_row_norms`' id-equality matrix (a
+#: record and its negatives: 5); wider ones, Opacus' sort (memory linear in the width).
+_ID_MATRIX_MAX_WIDTH = 64
+
+
 class RowEmbedding(nn.Embedding):
     """An ``nn.Embedding`` in every respect but its type.
 
@@ -102,34 +107,41 @@ def embedding_row_norms(
     """Per-sample L2 norms of the gradient of ``layer.weight`` (Opacus' norm-sampler API).
 
     Sample ``b`` reads ids ``x[b, 0..k-1]`` and receives backprops ``g[b, j]`` (one
-    ``d``-vector per position), so its gradient is ``sum_j e(x[b, j]) g[b, j]^T`` and
-    its squared Frobenius norm is ``sum_{j, l} [x[b, j] == x[b, l]] <g[b, j], g[b, l]>``:
-    a ``k x k`` Gram matrix per sample, masked by id equality. The same figure as
-    Opacus' ``compute_embedding_norm_sample``, which sorts every (row, id) pair
-    (``tests/unit/test_models.py`` compares the two, and both with per-row autograd).
-    Layers with ``padding_idx``, ``max_norm``, frequency scaling or sparse gradients
-    (none in these models) go to Opacus' function.
+    ``d``-vector per position), so its gradient has one row per distinct id ``i``,
+    ``sum_{j: x[b, j] = i} g[b, j]``, and its norm is the root of the sum of those
+    rows' squared norms. The rows are summed first and squared after, as Opacus'
+    ``compute_embedding_norm_sample`` does (squaring first would cancel: a negative
+    that hits its own positive gets an opposite backprop), but through a ``k x k``
+    id-equality matrix per sample instead of a sort over every (row, id) pair:
+    ``S[b, j] = sum_l [x[b, l] = x[b, j]] g[b, l]``, counted at each id's first
+    position. ``tests/unit/test_models.py`` compares it with Opacus' function and
+    with per-row autograd. Rows wider than :data:`_ID_MATRIX_MAX_WIDTH` (long padded
+    person rows: the matrix grows with k^2) and layers with ``padding_idx``,
+    ``max_norm``, frequency scaling or sparse gradients go to Opacus' function.
     """
+    ids = activations[0]
+    batch = ids.shape[0]
+    ids = ids.reshape(batch, -1)
+    width = ids.shape[1]
     if (
-        layer.padding_idx is not None
+        width > _ID_MATRIX_MAX_WIDTH
+        or layer.padding_idx is not None
         or layer.max_norm is not None
         or layer.scale_grad_by_freq
         or layer.sparse
-    ):  # pragma: no cover - the models create none of these
+    ):
         fallback: dict[Tensor, Tensor] = compute_embedding_norm_sample(
             layer, activations, backprops
         )
         return fallback
-    ids = activations[0]
-    batch = ids.shape[0]
-    ids = ids.reshape(batch, -1)
-    grads = backprops.reshape(batch, ids.shape[1], -1)
-    if ids.shape[1] == 1:
+    grads = backprops.reshape(batch, width, -1)
+    if width == 1:
         squared = grads.square().sum(dim=(1, 2))
     else:
-        gram = torch.bmm(grads, grads.transpose(1, 2))
         same = ids.unsqueeze(2) == ids.unsqueeze(1)
-        squared = (gram * same).sum(dim=(1, 2)).clamp_min(0.0)
+        sums = torch.bmm(same.to(grads.dtype), grads)
+        repeat = torch.tril(same, diagonal=-1).any(dim=2)  # the id came earlier in the row
+        squared = (sums.square().sum(dim=2) * ~repeat).sum(dim=1)
     return {layer.weight: squared.sqrt()}
 
 

@@ -417,7 +417,9 @@ def test_ghost_clipping_clips_each_row_as_one_unit(
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(("batch", "width", "vocab"), [(64, 5, 7), (50, 1, 30), (33, 12, 4)])
+@pytest.mark.parametrize(
+    ("batch", "width", "vocab"), [(64, 5, 7), (50, 1, 30), (33, 12, 4), (9, 64, 3)]
+)
 def test_the_sort_free_embedding_norm_is_opacus_norm(batch, width, vocab, dtype):
     # Small vocabularies: many ids repeat inside a row, which is where the two
     # computations could part. Opacus' compute_embedding_norm_sample is the reference.
@@ -454,3 +456,34 @@ def test_every_embedding_of_the_models_uses_the_sort_free_norm() -> None:
         assert embeddings
         assert all(type(m) is RowEmbedding for m in embeddings)
     assert RowEmbedding in GradSampleModuleFastGradientClipping.NORM_SAMPLERS
+
+
+def test_the_embedding_norm_sums_before_it_squares() -> None:
+    # A negative that hits its own positive gets an opposite backprop: squaring each
+    # position first and cancelling afterwards would lose the true norm in float32.
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from securefed.models import RowEmbedding, embedding_row_norms
+
+    layer = RowEmbedding(3, 1)
+    ids = torch.tensor([[0, 0], [1, 2]])
+    backprops = torch.tensor([[[1e4], [-1e4 + 1.0]], [[3.0], [4.0]]], dtype=torch.float32)
+    ours = embedding_row_norms(layer, [ids], backprops)[layer.weight]
+    reference = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    torch.testing.assert_close(ours, torch.tensor([1.0, 5.0]), rtol=0, atol=0)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def test_wide_rows_go_to_opacus_sort() -> None:
+    # Long padded person rows: the id-equality matrix would grow with the width squared.
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from securefed.models import RowEmbedding, embedding_row_norms
+
+    generator = _gen(7)
+    layer = RowEmbedding(50, 4)
+    ids = torch.randint(0, 50, (3, 400), generator=generator)
+    backprops = torch.randn((3, 400, 4), generator=generator)
+    ours = embedding_row_norms(layer, [ids], backprops)[layer.weight]
+    reference = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    assert torch.equal(ours, reference)
