@@ -951,12 +951,25 @@ class Federation:
         return [o.epsilon() for o in self.owners.values()]
 
 
-def _changed_keys(a: object, b: object, prefix: str = "") -> list[str]:
-    """The dotted keys at which two canonical configurations differ (sorted)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [k for key in keys for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".") or "(root)"]
+def _changed_keys(
+    recorded: object, current: object, default: object, prefix: str = ""
+) -> list[str]:
+    """The dotted keys at which a current canonical configuration differs from a recorded one.
+
+    A key the recorded configuration lacks (a field a later securefed added) is no
+    change while its current value is its default, the behaviour the recorded run had.
+    """
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        defaults = default if isinstance(default, dict) else {}
+        changed = []
+        for key in sorted(set(recorded) | set(current)):
+            if key not in recorded and key in defaults and current[key] == defaults[key]:
+                continue
+            changed += _changed_keys(
+                recorded.get(key), current.get(key), defaults.get(key), f"{prefix}{key}."
+            )
+        return changed
+    return [] if recorded == current else [prefix.rstrip(".") or "(root)"]
 
 
 def _canonical_config(config: SecurefedConfig, root: Path | None) -> dict[str, CanonicalValue]:
@@ -1059,12 +1072,12 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
             records (a resumed run may not change its accountant, targets or plan).
     """
     genesis = next(iter(ledger.entries())).fields()
-    # The whole resolved configuration (data path included; defaults that a newer
-    # securefed adds count as changes): checked first, so that a changed key is named.
+    # The whole resolved configuration, data path included (a field added since, at
+    # its default, is no change); checked first, so that a changed key is named.
     recorded = genesis.get("config")
     current = fed.genesis_body()["config"]
-    if recorded != current:
-        changed = _changed_keys(recorded, current)
+    changed = _changed_keys(recorded, current, _canonical_config(SecurefedConfig(), None))
+    if changed:
         raise ConfigError(
             "resume: the configuration differs from the one the ledger records at "
             + ", ".join(changed[:5])

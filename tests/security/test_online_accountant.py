@@ -147,3 +147,20 @@ def test_a_resume_cannot_change_the_configuration(ratings_csv, tmp_path):
                             rng=DeterministicRandom(bytes(32)), writer_key=writer,
                             resume=True)  # fmt: skip
     assert result.rounds[-1].round == 3
+
+
+def test_a_field_added_since_the_ledger_is_no_change_only_at_its_default():
+    # A ledger written before privacy.accountant existed resumes with the default
+    # accountant (the behaviour it had), and with no other.
+    from securefed.federation import _changed_keys
+
+    default = {"privacy": {"accountant": "rdp", "delta": "1e-05"}, "new": {"x": "1"}}
+    recorded = {"privacy": {"delta": "1e-05"}}
+    assert _changed_keys(recorded, {**default}, default) == []
+    pld = {"privacy": {"accountant": "pld", "delta": "1e-05"}, "new": {"x": "1"}}
+    assert _changed_keys(recorded, pld, default) == ["privacy.accountant"]
+    other = {"privacy": {"accountant": "rdp", "delta": "1e-06"}, "new": {"x": "2"}}
+    assert _changed_keys(recorded, other, default) == ["new", "privacy.delta"]
+    # A key the recorded configuration has is compared as it is.
+    assert _changed_keys({"privacy": {"accountant": "rdp"}}, {"privacy": {"accountant": "pld"}},
+                         default) == ["privacy.accountant"]  # fmt: skip
