@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "client.json"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -170,17 +172,6 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(section: str, path: Path = BENCHMARKS_MD) -> None:
-    text = path.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -223,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(data, indent=2) + "\n")
-        write_markdown(section)
+        write_section(BENCHMARKS_MD, BEGIN, END, section)
 
 
 if __name__ == "__main__":

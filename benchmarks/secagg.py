@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "secagg.json"
@@ -688,20 +689,6 @@ def crossover_summary(rows: list[dict[str, Any]], m: int) -> dict[str, Any]:
     return {"m": m, "rows": table, "above": above, "summary": text}
 
 
-def write_markdown(section: str) -> None:
-    if BENCHMARKS_MD.exists():
-        text = BENCHMARKS_MD.read_text()
-    else:
-        text = "# securefed benchmarks\n\nNumbers from the scripts in `benchmarks/`.\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS_MD.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small subset for development")
@@ -770,7 +757,7 @@ def main(argv: list[str] | None = None) -> None:
     section = markdown(data)
     print(section)
     if args.write:
-        write_markdown(section)
+        write_section(BENCHMARKS_MD, BEGIN, END, section)
     print(f"total {data['runtime_s']:.0f}s; wrote {RESULTS.relative_to(ROOT)}")
 
 

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sections import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "utility.json"
@@ -1101,21 +1102,6 @@ def notes(data: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_markdown(section: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace the section between the utility markers, or append it with the markers."""
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = "# securefed benchmarks\n\nNumbers from the scripts in `benchmarks/`.\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 # -- driver --------------------------------------------------------------------------------
 
 
@@ -1177,7 +1163,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{args.results}: no results to render")
         section = markdown(existing)
         print(section)
-        write_markdown(section, args.markdown)
+        write_section(args.markdown, BEGIN, END, section)
         return
 
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
@@ -1233,7 +1219,7 @@ def main(argv: list[str] | None = None) -> None:
     print(section)
     if args.write:
         save_results(data, args.results)
-        write_markdown(section, args.markdown)
+        write_section(args.markdown, BEGIN, END, section)
         print(f"wrote {args.results} and {args.markdown}")
     print(f"total {time.perf_counter() - started:.0f}s")
 
