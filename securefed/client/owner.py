@@ -191,7 +191,11 @@ class DataOwner:
                 f"after the last accepted round {self._last_round} (replay)"
             )
         accept_plan(self.policy, plan)
-        event = plan.dp_event()  # its unit is the policy's (accept_plan checked)
+        return self._spend_and_hold(plan)  # the event's unit is the policy's (checked)
+
+    def _spend_and_hold(self, plan: RoundPlan) -> AcceptedRound:
+        """Spend an accepted plan's event (or refuse it by budget) and hold its token."""
+        event = plan.dp_event()
         epsilon = math.inf
         if event is not None:
             if self.accountant is None:
@@ -254,18 +258,8 @@ class DataOwner:
             raise PolicyViolation(
                 f"owner {self.owner_id} refuses the prior: " + "; ".join(problems)
             )
-        honest = divisor
-        event = plan.dp_event()
-        epsilon = math.inf
-        if event is not None:
-            if self.accountant is None:
-                raise ValueError("a DP plan needs the owner's budget")
-            epsilon = self.accountant.spend(event)
-        accepted = AcceptedRound(plan=plan, event=event, epsilon_after=epsilon)
-        self.accepted.append(accepted)
-        self._last_round = plan.round_id
-        self._pending = accepted
-        self._prior_honest = honest
+        accepted = self._spend_and_hold(plan)
+        self._prior_honest = divisor
         return accepted
 
     def prior_contribution(self, accepted: AcceptedRound, context: RoundContext) -> QuantizedInput:
