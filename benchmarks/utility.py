@@ -186,16 +186,8 @@ def all_rows() -> list[Row]:
     # The same, calibrated on the PLD accountant (as the DP-popularity rows are)
     # instead of RDP's looser upper bound: less noise for the same epsilon.
     rows += [
-        Row(
-            name=f"dp-silo-record-prior-pld-e{e:g}",
-            kind="federated",
-            epsilon=e,
-            q=0.05,
-            lr=2.0,
-            prior_share=PRIOR_SHARE,
-            accountant="pld",
-        )
-        for e in EPSILONS
+        dataclasses.replace(r, name=r.name.replace("-prior-", "-prior-pld-"), accountant="pld")
+        for r in rows[-len(EPSILONS) :]
     ]
     rows += [
         Row(
