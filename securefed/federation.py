@@ -468,6 +468,7 @@ class Federation:
             min_sigma = self.noise_multiplier
         else:
             budget, min_sigma = None, 0.0
+        in_prior = self.config.prior.enabled and len(self.shards) >= 2
         policy = OwnerPolicy(
             owner_id=shard.owner_id,
             unit=p.unit,
@@ -479,16 +480,12 @@ class Federation:
             allowed_model_hashes=frozenset({self.model_hash}),
             allowed_plan_hashes=frozenset({self.plan_hash}),
             budget=budget,
-            prior_min_cohort=len(self.shards)
-            if self.config.prior.enabled and len(self.shards) >= 2
-            else 0,
+            prior_min_cohort=len(self.shards) if in_prior else 0,
             corrupt_fraction=self.config.secagg.threat.corrupt_fraction,
             security_bits=self.config.secagg.threat.sigma,
             min_cohort=self.config.secagg.min_clients,
             # The prior's own floor: exactly the calibrated prior (0 without DP).
-            prior_min_noise_multiplier=self.prior_noise_multiplier
-            if p.enabled and self.config.prior.enabled and len(self.shards) >= 2
-            else 0.0,
+            prior_min_noise_multiplier=self.prior_noise_multiplier if in_prior else 0.0,
         )
         model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
         return DataOwner(
