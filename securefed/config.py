@@ -165,12 +165,26 @@ class ModelKind(enum.StrEnum):
     NEUMF = "neumf"
 
 
+class ItemFeatures(enum.StrEnum):
+    """Where a matrix factorisation's item vectors come from."""
+
+    LEARNED = "learned"
+    """A learned item table, federated and trained with DP-SGD."""
+    GENRES = "genres"
+    """Fixed vectors from the catalogue's public genres (securefed.data.genre_features):
+    not trained, noised or federated; DP-SGD trains the user embeddings and biases."""
+
+
 class ModelConfig(_Strict):
     """The recommender. User embeddings stay on their owner; the rest is federated."""
 
     kind: ModelKind = ModelKind.MF
     dim: int = Field(32, ge=1, le=4096)
+    """Embedding width (with genre features: the genres, then zero columns)."""
     mlp_dims: tuple[int, ...] = (32, 16, 8)
+    item_features: ItemFeatures = ItemFeatures.LEARNED
+    feature_scale: float = Field(3.0, gt=0, le=1e6, allow_inf_nan=False)
+    """L2 norm of each item's fixed feature vector (``item_features = "genres"``)."""
 
 
 class OptimizerKind(enum.StrEnum):
@@ -342,6 +356,11 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
         raise ConfigError(
             f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "
             "DP is configured in [client_privacy]"
+        )
+    fixed_features = config.model.item_features is not ItemFeatures.LEARNED
+    if fixed_features and config.model.kind is not ModelKind.MF:
+        raise ConfigError(
+            f"{source}: model.item_features: fixed item features need model.kind = mf"
         )
     if config.prior.enabled and config.model.kind is not ModelKind.MF:
         raise ConfigError(f"{source}: prior: needs a model with item biases (model.kind = mf)")

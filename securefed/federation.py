@@ -38,6 +38,7 @@ from securefed.client.trainer import LocalInteractions
 from securefed.config import (
     DataFormat,
     DirichletBy,
+    ItemFeatures,
     ModelKind,
     PartitionKind,
     SecurefedConfig,
@@ -47,6 +48,7 @@ from securefed.data import (
     PartitionBy,
     Split,
     dirichlet_silos,
+    genre_features,
     into_silos,
     leave_one_out,
     load_interactions_csv,
@@ -76,6 +78,7 @@ from securefed.ledger.canonical import (
     uint_text,
 )
 from securefed.models.recommendation import (
+    Recommender,
     RecommenderSpec,
     build_model,
     flatten_shared,
@@ -217,10 +220,27 @@ def _spec(config: SecurefedConfig) -> RecommenderSpec:
     return RecommenderSpec.neumf(mf_dim=m.dim, mlp_dims=tuple(m.mlp_dims))
 
 
-def architecture_hash(spec: RecommenderSpec, n_items: int) -> bytes:
-    """Digest of a model architecture (what an owner's policy allows)."""
+def architecture_hash(
+    spec: RecommenderSpec, n_items: int, item_features: torch.Tensor | None = None
+) -> bytes:
+    """Digest of a model architecture (what an owner's policy allows).
+
+    Fixed item features are part of the model: their float32 little-endian C-order
+    bytes are hashed in, so owners sent different features refuse the plan.
+    """
     text = f"securefed/model/v1|{spec.kind.value}|{spec.dim}|{spec.mlp_dims}|{n_items}"
+    if item_features is not None:
+        raw = np.ascontiguousarray(item_features.detach().cpu().numpy(), dtype="<f4")
+        text += f"|features={hashlib.sha256(raw.tobytes()).hexdigest()}"
     return hashlib.sha256(text.encode()).digest()
+
+
+def _item_features(config: SecurefedConfig, split: Split) -> torch.Tensor | None:
+    """The model's fixed item vectors, from public catalogue metadata only (or None)."""
+    m = config.model
+    if m.item_features is ItemFeatures.LEARNED:
+        return None
+    return torch.from_numpy(genre_features(split.train, scale=m.feature_scale, width=m.dim))
 
 
 def _generator(rng: RandomSource) -> torch.Generator:
@@ -400,9 +420,10 @@ class Federation:
         self.prior_noise_multiplier = prior_noise(config) if not centralised else 0.0
         n_items = self.split.n_items
         self.spec = _spec(config)
-        server_model = build_model(self.spec, 1, n_items, _generator(self._rng))
+        self.item_features = _item_features(config, self.split)
+        server_model = self._build(1, _generator(self._rng))
         initial = flatten_shared(server_model)
-        self.model_hash = architecture_hash(self.spec, n_items)
+        self.model_hash = architecture_hash(self.spec, n_items, self.item_features)
         self.plan_hash = hashlib.sha256(
             _TRAINING_PROCEDURE + b"|" + config.training.optimizer.value.encode()
         ).digest()
@@ -487,7 +508,7 @@ class Federation:
             # The prior's own floor: exactly the calibrated prior (0 without DP).
             prior_min_noise_multiplier=self.prior_noise_multiplier if in_prior else 0.0,
         )
-        model = build_model(self.spec, len(shard.users), self.split.n_items, _generator(self._rng))
+        model = self._build(len(shard.users), _generator(self._rng))
         return DataOwner(
             signed_policy=policy.sign(key),
             owner_public_key=key.public_key,
@@ -809,10 +830,16 @@ class Federation:
         prior round calls it with the securely aggregated total, a one-owner baseline
         with its exact counts.
         """
-        model = build_model(self.spec, 1, self.split.n_items, torch.Generator())
+        model = self._build(1, torch.Generator())
         unflatten_into(model, self.coordinator.weights)
         set_item_biases(model, item_log_odds(counts, self.config.training.negatives))
         self.coordinator.weights = flatten_shared(model)
+
+    def _build(self, n_users: int, generator: torch.Generator) -> Recommender:
+        """A fresh model of the federation's architecture (with its fixed item features)."""
+        return build_model(
+            self.spec, n_users, self.split.n_items, generator, item_features=self.item_features
+        )
 
     def _pins(self, owner_ids: Iterable[int]) -> dict[int, ThreatModel]:
         """Each owner's own secure-aggregation assumptions, which its client enforces."""

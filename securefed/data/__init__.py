@@ -13,6 +13,7 @@ beside the protocol stack, never under it). Typical use::
 
 from __future__ import annotations
 
+from securefed.data.features import genre_features
 from securefed.data.interactions import Interactions
 from securefed.data.loaders import MOVIELENS_100K_GENRES, load_interactions_csv, load_movielens
 from securefed.data.partition import (
@@ -35,6 +36,7 @@ __all__ = [
     "PartitionBy",
     "Split",
     "dirichlet_silos",
+    "genre_features",
     "into_silos",
     "leave_one_out",
     "load_interactions_csv",

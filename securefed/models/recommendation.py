@@ -246,26 +246,58 @@ class MatrixFactorization(Recommender):
     ``global_bias`` (an ``Embedding(1, 1)`` so Opacus can clip it; see the module
     docstring).
 
+    With ``item_features``, ``v_i`` is row ``i`` of that fixed matrix instead: public
+    item metadata (e.g. :func:`securefed.data.genre_features`), held as a buffer. It is
+    not a parameter, so it is neither trained, noised nor federated; only the user
+    embeddings and the biases are trained. The features must not be derived from
+    anyone's interactions: nothing protects them.
+
     Args:
         n_users: number of the client's users (at least 1).
         n_items: size of the global item catalogue.
-        dim: embedding dimension.
+        dim: embedding dimension (with ``item_features``: their width).
         generator: the only randomness used for initialisation (CPU generator).
+        item_features: optional fixed item vectors, finite, of shape ``(n_items, dim)``.
     """
 
+    item_features: Tensor | None
+
     def __init__(
-        self, n_users: int, n_items: int, *, dim: int = 32, generator: torch.Generator
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        dim: int = 32,
+        generator: torch.Generator,
+        item_features: Tensor | None = None,
     ) -> None:
         super().__init__(n_users, n_items, generator)
         self.dim = _check_count("dim", dim)
         self.user_embedding = _embedding(n_users, dim, generator)
-        self.item_embedding = _embedding(n_items, dim, generator)
+        if item_features is None:
+            self.item_embedding: nn.Embedding | None = _embedding(n_items, dim, generator)
+            self.register_buffer("item_features", None)
+        else:
+            self.item_embedding = None
+            self.register_buffer("item_features", _check_features(item_features, n_items, dim))
         self.item_bias = _zeros_embedding(n_items, 1)
         self.global_bias = _zeros_embedding(1, 1)
 
+    def _fixed_features(self) -> Tensor:
+        features = self.item_features
+        if features is None:  # pragma: no cover - __init__ sets the table or the features
+            raise RuntimeError("the model has neither an item table nor item features")
+        return features
+
+    def _item_vectors(self, items: Tensor) -> Tensor:
+        if self.item_embedding is not None:
+            out: Tensor = self.item_embedding(items)  # through the module: Opacus hooks it
+            return out
+        return self._fixed_features()[items]
+
     def _logits(self, users: Tensor, items: Tensor) -> Tensor:
         u: Tensor = self.user_embedding(users)  # (B, d)
-        v: Tensor = self.item_embedding(items)  # (B, L, d)
+        v = self._item_vectors(items)  # (B, L, d)
         item_bias: Tensor = self.item_bias(items)  # (B, L, 1)
         global_bias: Tensor = self.global_bias(torch.zeros_like(users))  # (B, 1)
         return torch.einsum("bd,bld->bl", u, v) + item_bias.squeeze(-1) + global_bias
@@ -277,7 +309,21 @@ class MatrixFactorization(Recommender):
             raise ValueError("users must be a LongTensor of shape (B,)")
         u: Tensor = self.user_embedding(users)
         bias = self.item_bias.weight.squeeze(-1) + self.global_bias.weight[0, 0]
-        return u @ self.item_embedding.weight.T + bias
+        if self.item_embedding is not None:
+            return u @ self.item_embedding.weight.T + bias
+        return u @ self._fixed_features().T + bias
+
+
+def _check_features(features: Tensor, n_items: int, dim: int) -> Tensor:
+    if not isinstance(features, Tensor) or not features.dtype.is_floating_point:
+        raise TypeError("item_features must be a floating-point Tensor")
+    if tuple(features.shape) != (n_items, dim):
+        raise ValueError(
+            f"item_features must have shape ({n_items}, {dim}), got {tuple(features.shape)}"
+        )
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("item_features must be finite")
+    return features.detach().to(device="cpu", dtype=torch.float32).clone()
 
 
 class NeuMF(Recommender):
@@ -393,15 +439,27 @@ class RecommenderSpec:
 
 
 def build_model(
-    spec: RecommenderSpec, n_users: int, n_items: int, generator: torch.Generator
+    spec: RecommenderSpec,
+    n_users: int,
+    n_items: int,
+    generator: torch.Generator,
+    *,
+    item_features: Tensor | None = None,
 ) -> Recommender:
     """Build the model ``spec`` describes, initialised from ``generator`` only.
 
+    ``item_features``: fixed public item vectors (MF only; see :class:`MatrixFactorization`).
+
     Raises:
-        ValueError: If ``n_users`` or ``n_items`` is not a positive int.
+        ValueError: If ``n_users`` or ``n_items`` is not a positive int, or
+            ``item_features`` is given for NeuMF or does not fit the spec.
     """
     if spec.kind is RecommenderKind.MF:
-        return MatrixFactorization(n_users, n_items, dim=spec.dim, generator=generator)
+        return MatrixFactorization(
+            n_users, n_items, dim=spec.dim, generator=generator, item_features=item_features
+        )
+    if item_features is not None:
+        raise ValueError("item_features: only a matrix factorisation model takes them")
     return NeuMF(n_users, n_items, mf_dim=spec.dim, mlp_dims=spec.mlp_dims, generator=generator)
 
 

@@ -114,3 +114,21 @@ def test_ring_overflow_is_refused():
 def test_config_error_is_a_value_error():
     with pytest.raises(ValueError):  # noqa: PT011 - the subclass relation is the point
         parse_config({"nonsense": 1})
+
+
+def test_fixed_item_features(tmp_path):
+    from securefed.config import ItemFeatures
+
+    default = load_config(_write(tmp_path, ""))
+    assert default.model.item_features is ItemFeatures.LEARNED
+    assert default.model.feature_scale == 3.0
+    path = _write(tmp_path, '[model]\nitem_features = "genres"\nfeature_scale = 2.5\n')
+    model = load_config(path).model
+    assert (model.item_features, model.feature_scale) == (ItemFeatures.GENRES, 2.5)
+    with pytest.raises(ConfigError, match="item_features"):
+        load_config(_write(tmp_path, '[model]\nitem_features = "titles"\n'))
+    for scale in ("0", "-1", "nan", "inf"):
+        with pytest.raises(ConfigError, match="feature_scale"):
+            load_config(_write(tmp_path, f"[model]\nfeature_scale = {scale}\n"))
+    with pytest.raises(ConfigError, match=r"need model\.kind = mf"):
+        load_config(_write(tmp_path, '[model]\nkind = "neumf"\nitem_features = "genres"\n'))

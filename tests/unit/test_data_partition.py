@@ -14,6 +14,7 @@ from securefed.data import (
     PartitionBy,
     Split,
     dirichlet_silos,
+    genre_features,
     into_silos,
     leave_one_out,
     load_movielens,
@@ -317,3 +318,52 @@ def test_client_shard_valid_and_read_only():
 def test_client_shard_validation(change, error):
     with pytest.raises(error):
         ClientShard(**(_shard_fields() | change))
+
+
+# --- fixed item features from the public catalogue ------------------------------------
+
+
+def test_genre_features_small():
+    split = small_split()
+    features = genre_features(split.train, scale=3.0, width=5)
+    assert features.dtype == np.float32
+    assert features.shape == (6, 5)
+    # Columns: Action, Comedy, Drama (sorted), then two zero columns.
+    s = 3.0 / np.sqrt(2.0)
+    expected = np.array(
+        [[0, 0, 3, 0, 0], [0, s, s, 0, 0], [0, 0, 0, 0, 0], [3, 0, 0, 0, 0],
+         [0, 3, 0, 0, 0], [0, 0, 3, 0, 0]],
+        dtype=np.float32,
+    )  # fmt: skip
+    np.testing.assert_allclose(features, expected, rtol=1e-6)
+
+
+def test_genre_features_read_only_the_catalogue():
+    # The same catalogue with other interactions gives the same features.
+    split = small_split()
+    other = split.train.select(np.array([0, 1]))
+    np.testing.assert_array_equal(
+        genre_features(split.train, scale=1.0, width=3), genre_features(other, scale=1.0, width=3)
+    )
+
+
+def test_genre_features_on_the_shipped_data(split):
+    features = genre_features(split.train, scale=2.0, width=32)
+    norms = np.linalg.norm(features, axis=1)
+    has_genre = np.array([len(g) > 0 for g in split.train.item_genres])
+    np.testing.assert_allclose(norms[has_genre], 2.0, rtol=1e-6)
+    assert np.all(norms[~has_genre] == 0)
+    assert np.all(features[:, 19:] == 0)  # ml-latest-small lists 19 genres
+
+
+def test_genre_features_refuse_bad_input():
+    with pytest.raises(DataError, match="no item genres"):
+        genre_features(small_split(genres=False).train, scale=1.0, width=4)
+    with pytest.raises(DataError, match="do not fit in 2 columns"):
+        genre_features(small_split().train, scale=1.0, width=2)
+    for scale in (0.0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="scale"):
+            genre_features(small_split().train, scale=scale, width=4)
+    for width in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="width"):
+            genre_features(small_split().train, scale=1.0, width=width)  # type: ignore[arg-type]

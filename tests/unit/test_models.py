@@ -46,7 +46,21 @@ def _neumf(seed: int = 0) -> Recommender:
     return NeuMF(N_USERS, N_ITEMS, mf_dim=3, mlp_dims=(8, 4, 2), generator=_gen(seed))
 
 
-BUILDERS: dict[str, Callable[[int], Recommender]] = {"mf": _mf, "neumf": _neumf}
+def _features() -> torch.Tensor:
+    return torch.empty(N_ITEMS, 4).uniform_(-1.0, 1.0, generator=_gen(99))
+
+
+def _mf_features(seed: int = 0) -> Recommender:
+    return MatrixFactorization(
+        N_USERS, N_ITEMS, dim=4, generator=_gen(seed), item_features=_features()
+    )
+
+
+BUILDERS: dict[str, Callable[[int], Recommender]] = {
+    "mf": _mf,
+    "neumf": _neumf,
+    "mf-features": _mf_features,
+}
 both_models = pytest.mark.parametrize("builder", list(BUILDERS.values()), ids=list(BUILDERS))
 
 
@@ -88,6 +102,51 @@ def test_private_shared_split_neumf() -> None:
     for name, shape in shared_layout(model):
         if name.startswith("item_"):
             assert shape[0] == N_ITEMS, name
+
+
+def test_fixed_item_features_are_a_buffer_not_a_parameter() -> None:
+    features = _features()
+    model = MatrixFactorization(N_USERS, N_ITEMS, dim=4, generator=_gen(0), item_features=features)
+    assert model.item_embedding is None
+    assert private_parameter_names(model) == ("user_embedding.weight",)
+    # Neither trained, noised nor federated: only the biases are shared.
+    assert shared_parameter_names(model) == ("global_bias.weight", "item_bias.weight")
+    assert flatten_shared(model).shape == (N_ITEMS + 1,)
+    assert "item_features" in dict(model.named_buffers())
+    # The model keeps its own copy: changing the caller's tensor changes nothing.
+    features.zero_()
+    assert model.item_features is not None
+    assert bool(model.item_features.abs().sum() > 0)
+    users, items = torch.tensor([0, 3]), torch.tensor([[1, 2], [12, 0]])
+    u = model.user_embedding(users)
+    assert model.item_features is not None
+    expected = (u[:, None, :] * model.item_features[items]).sum(-1) + model.item_bias(
+        items
+    ).squeeze(-1)
+    torch.testing.assert_close(model(users, items), expected)
+
+
+def test_fixed_item_features_are_checked() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        MatrixFactorization(3, 10, dim=4, generator=_gen(0), item_features=torch.zeros(10, 5))
+    with pytest.raises(ValueError, match="shape"):
+        MatrixFactorization(3, 10, dim=4, generator=_gen(0), item_features=torch.zeros(9, 4))
+    bad = torch.zeros(10, 4)
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        MatrixFactorization(3, 10, dim=4, generator=_gen(0), item_features=bad)
+    with pytest.raises(TypeError, match="floating-point"):
+        MatrixFactorization(
+            3, 10, dim=4, generator=_gen(0), item_features=torch.zeros(10, 4, dtype=torch.long)
+        )
+    with pytest.raises(ValueError, match="only a matrix factorisation"):
+        build_model(
+            RecommenderSpec.neumf(mf_dim=4, mlp_dims=(6, 3)),
+            3,
+            10,
+            _gen(0),
+            item_features=torch.zeros(10, 4),
+        )
 
 
 @both_models

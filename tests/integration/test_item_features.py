@@ -1,0 +1,94 @@
+"""Fixed item vectors from the public catalogue ([model] item_features = "genres")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from securefed.audit import audit_run_dir
+from securefed.config import parse_config
+from securefed.data import genre_features
+from securefed.federation import Federation, architecture_hash, run_federation
+from securefed.models.recommendation import shared_parameter_names
+from securefed.randomness import DeterministicRandom
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance")
+
+
+@pytest.fixture(scope="module")
+def movielens_dir(tmp_path_factory, ratings_writer):
+    """A MovieLens-format folder: 30 users over 60 movies, each movie with 1-2 genres."""
+    folder = tmp_path_factory.mktemp("ml")
+    rows = ratings_writer(folder / "raw.csv", seed=5, users=30, items=range(100, 160),
+                          per_user=(8, 16), popularity=1.0)  # fmt: skip
+    lines = rows.read_text().splitlines()[1:]
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n"
+    )
+    rows.unlink()
+    movies = ["movieId,title,genres"]
+    for movie in range(100, 160):
+        genres = GENRES[movie % 5] + ("|" + GENRES[(movie // 5) % 5] if movie % 3 else "")
+        movies.append(f"{movie},Movie {movie} (2000),{genres}")
+    (folder / "movies.csv").write_text("\n".join(movies) + "\n")
+    return folder
+
+
+def _config(folder, **model):
+    return parse_config(
+        {
+            "federation": {"rounds": 2, "federation_id": "features"},
+            "data": {"path": str(folder), "format": "movielens", "partition": "silos", "silos": 3},
+            "model": {"kind": "mf", "dim": 8, **model},
+            "training": {"sampling_rate": 0.15, "learning_rate": 0.5, "negatives": 2},
+            "privacy": {"target_epsilon": 8.0},
+            "update": {"clip_norm": 5.0},
+            "secagg": {"quantization": {"bits": 20, "clip": 5.0}, "min_clients": 2},
+            "evaluation": {"sampled_negatives": 20},
+        }
+    )
+
+
+def test_genre_features_are_fixed_public_and_bound_into_the_model_hash(movielens_dir):
+    config = _config(movielens_dir, item_features="genres", feature_scale=2.0)
+    fed = Federation(config, rng=DeterministicRandom(b"f" * 32))
+    expected = genre_features(fed.split.train, scale=2.0, width=8)
+    assert expected.shape == (fed.split.n_items, 8)
+    # Only the biases are federated: the shared vector is n_items + 1 long.
+    assert fed.coordinator.weights.size == fed.split.n_items + 1
+    for owner in fed.owners.values():
+        model = owner.model
+        assert shared_parameter_names(model) == ("global_bias.weight", "item_bias.weight")
+        assert model.item_features is not None
+        np.testing.assert_array_equal(model.item_features.numpy(), expected)
+        trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trained == ["user_embedding.weight", "item_bias.weight", "global_bias.weight"]
+    # The owners' policies allow exactly this model: the features are in its hash.
+    learned = Federation(_config(movielens_dir), rng=DeterministicRandom(b"f" * 32))
+    other_scale = Federation(
+        _config(movielens_dir, item_features="genres", feature_scale=3.0),
+        rng=DeterministicRandom(b"f" * 32),
+    )
+    hashes = {fed.model_hash, learned.model_hash, other_scale.model_hash}
+    assert len(hashes) == 3
+    features = torch.from_numpy(expected)
+    assert fed.model_hash == architecture_hash(fed.spec, fed.split.n_items, features)
+    for owner in fed.owners.values():
+        assert owner.policy.allowed_model_hashes == frozenset({fed.model_hash})
+
+
+def test_a_federation_with_genre_features_trains_within_budget_and_audits_clean(
+    movielens_dir, tmp_path
+):
+    config = _config(movielens_dir, item_features="genres")
+    before = Federation(config, rng=DeterministicRandom(b"g" * 32)).coordinator.weights.copy()
+    result = run_federation(config, out_dir=tmp_path, rng=DeterministicRandom(b"g" * 32))
+    assert len(result.rounds) == 2
+    assert result.parameters == before.size
+    assert all(r.epsilon_max <= 8.0 for r in result.rounds)
+    assert 0.0 <= result.final_test["sampled_hr10"] <= 1.0
+    audit = audit_run_dir(tmp_path)
+    assert audit.ok, audit.findings
