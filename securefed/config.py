@@ -165,14 +165,13 @@ class ModelKind(enum.StrEnum):
     NEUMF = "neumf"
 
 
-class ItemFeatures(enum.StrEnum):
-    """Where a matrix factorisation's item vectors come from."""
+class ItemFeature(enum.StrEnum):
+    """A block of fixed item vectors from the public catalogue (securefed.data.features)."""
 
-    LEARNED = "learned"
-    """A learned item table, federated and trained with DP-SGD."""
     GENRES = "genres"
-    """Fixed vectors from the catalogue's public genres (securefed.data.genre_features):
-    not trained, noised or federated; DP-SGD trains the user embeddings and biases."""
+    """The item's genres, multi-hot."""
+    DECADE = "decade"
+    """The item's release decade (from a MovieLens title's year), one-hot."""
 
 
 class ModelConfig(_Strict):
@@ -182,9 +181,12 @@ class ModelConfig(_Strict):
     dim: int = Field(32, ge=1, le=4096)
     """Embedding width (with genre features: the genres, then zero columns)."""
     mlp_dims: tuple[int, ...] = (32, 16, 8)
-    item_features: ItemFeatures = ItemFeatures.LEARNED
+    item_features: tuple[ItemFeature, ...] = ()
+    """MF only: fixed item vectors from these public catalogue blocks instead of a
+    learned item table (empty: learned). They are not trained, noised or federated;
+    DP-SGD then trains the user embeddings and the biases."""
     feature_scale: float = Field(3.0, gt=0, le=1e6, allow_inf_nan=False)
-    """L2 norm of each item's fixed feature vector (``item_features = "genres"``)."""
+    """L2 norm of an item's row within each feature block."""
 
 
 class OptimizerKind(enum.StrEnum):
@@ -357,11 +359,13 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
             f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "
             "DP is configured in [client_privacy]"
         )
-    fixed_features = config.model.item_features is not ItemFeatures.LEARNED
-    if fixed_features and config.model.kind is not ModelKind.MF:
+    features = config.model.item_features
+    if features and config.model.kind is not ModelKind.MF:
         raise ConfigError(
             f"{source}: model.item_features: fixed item features need model.kind = mf"
         )
+    if len(set(features)) != len(features):
+        raise ConfigError(f"{source}: model.item_features: a block is named twice")
     if config.prior.enabled and config.model.kind is not ModelKind.MF:
         raise ConfigError(f"{source}: prior: needs a model with item biases (model.kind = mf)")
     if config.prior.enabled and config.client_privacy.enabled:

@@ -38,7 +38,6 @@ from securefed.client.trainer import LocalInteractions
 from securefed.config import (
     DataFormat,
     DirichletBy,
-    ItemFeatures,
     ModelKind,
     PartitionKind,
     SecurefedConfig,
@@ -47,8 +46,8 @@ from securefed.data import (
     ClientShard,
     PartitionBy,
     Split,
+    catalogue_features,
     dirichlet_silos,
-    genre_features,
     into_silos,
     leave_one_out,
     load_interactions_csv,
@@ -238,9 +237,12 @@ def architecture_hash(
 def _item_features(config: SecurefedConfig, split: Split) -> torch.Tensor | None:
     """The model's fixed item vectors, from public catalogue metadata only (or None)."""
     m = config.model
-    if m.item_features is ItemFeatures.LEARNED:
+    if not m.item_features:
         return None
-    return torch.from_numpy(genre_features(split.train, scale=m.feature_scale, width=m.dim))
+    blocks = [block.value for block in m.item_features]
+    return torch.from_numpy(
+        catalogue_features(split.train, blocks, scale=m.feature_scale, width=m.dim)
+    )
 
 
 def _generator(rng: RandomSource) -> torch.Generator:

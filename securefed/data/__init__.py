@@ -13,7 +13,12 @@ beside the protocol stack, never under it). Typical use::
 
 from __future__ import annotations
 
-from securefed.data.features import genre_features
+from securefed.data.features import (
+    CATALOGUE_BLOCKS,
+    catalogue_features,
+    decade_features,
+    genre_features,
+)
 from securefed.data.interactions import Interactions
 from securefed.data.loaders import MOVIELENS_100K_GENRES, load_interactions_csv, load_movielens
 from securefed.data.partition import (
@@ -28,6 +33,7 @@ from securefed.data.partition import (
 from securefed.data.split import MIN_INTERACTIONS_FOR_HOLDOUT, Split, leave_one_out, to_implicit
 
 __all__ = [
+    "CATALOGUE_BLOCKS",
     "MIN_INTERACTIONS_FOR_HOLDOUT",
     "MOVIELENS_100K_GENRES",
     "POPULARITY_BUCKETS",
@@ -35,6 +41,8 @@ __all__ = [
     "Interactions",
     "PartitionBy",
     "Split",
+    "catalogue_features",
+    "decade_features",
     "dirichlet_silos",
     "genre_features",
     "into_silos",

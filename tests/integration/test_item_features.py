@@ -8,7 +8,7 @@ import torch
 
 from securefed.audit import audit_run_dir
 from securefed.config import parse_config
-from securefed.data import genre_features
+from securefed.data import catalogue_features
 from securefed.federation import Federation, architecture_hash, run_federation
 from securefed.models.recommendation import shared_parameter_names
 from securefed.randomness import DeterministicRandom
@@ -32,7 +32,7 @@ def movielens_dir(tmp_path_factory, ratings_writer):
     movies = ["movieId,title,genres"]
     for movie in range(100, 160):
         genres = GENRES[movie % 5] + ("|" + GENRES[(movie // 5) % 5] if movie % 3 else "")
-        movies.append(f"{movie},Movie {movie} (2000),{genres}")
+        movies.append(f"{movie},Movie {movie} ({1960 + movie % 40}),{genres}")
     (folder / "movies.csv").write_text("\n".join(movies) + "\n")
     return folder
 
@@ -42,7 +42,7 @@ def _config(folder, **model):
         {
             "federation": {"rounds": 2, "federation_id": "features"},
             "data": {"path": str(folder), "format": "movielens", "partition": "silos", "silos": 3},
-            "model": {"kind": "mf", "dim": 8, **model},
+            "model": {"kind": "mf", "dim": 12, **model},
             "training": {"sampling_rate": 0.15, "learning_rate": 0.5, "negatives": 2},
             "privacy": {"target_epsilon": 8.0},
             "update": {"clip_norm": 5.0},
@@ -53,10 +53,11 @@ def _config(folder, **model):
 
 
 def test_genre_features_are_fixed_public_and_bound_into_the_model_hash(movielens_dir):
-    config = _config(movielens_dir, item_features="genres", feature_scale=2.0)
+    config = _config(movielens_dir, item_features=["genres", "decade"], feature_scale=2.0)
     fed = Federation(config, rng=DeterministicRandom(b"f" * 32))
-    expected = genre_features(fed.split.train, scale=2.0, width=8)
-    assert expected.shape == (fed.split.n_items, 8)
+    expected = catalogue_features(fed.split.train, ["genres", "decade"], scale=2.0, width=12)
+    assert expected.shape == (fed.split.n_items, 12)
+    assert np.all(expected[:, 9:] == 0)  # 5 genres + 4 decades, then zero padding
     # Only the biases are federated: the shared vector is n_items + 1 long.
     assert fed.coordinator.weights.size == fed.split.n_items + 1
     for owner in fed.owners.values():
@@ -68,12 +69,15 @@ def test_genre_features_are_fixed_public_and_bound_into_the_model_hash(movielens
         assert trained == ["user_embedding.weight", "item_bias.weight", "global_bias.weight"]
     # The owners' policies allow exactly this model: the features are in its hash.
     learned = Federation(_config(movielens_dir), rng=DeterministicRandom(b"f" * 32))
-    other_scale = Federation(
-        _config(movielens_dir, item_features="genres", feature_scale=3.0),
-        rng=DeterministicRandom(b"f" * 32),
-    )
-    hashes = {fed.model_hash, learned.model_hash, other_scale.model_hash}
-    assert len(hashes) == 3
+    others = [
+        Federation(_config(movielens_dir, **model), rng=DeterministicRandom(b"f" * 32))
+        for model in (
+            {"item_features": ["genres", "decade"], "feature_scale": 3.0},
+            {"item_features": ["genres"], "feature_scale": 2.0},
+        )
+    ]
+    hashes = {fed.model_hash, learned.model_hash, *(other.model_hash for other in others)}
+    assert len(hashes) == 4
     features = torch.from_numpy(expected)
     assert fed.model_hash == architecture_hash(fed.spec, fed.split.n_items, features)
     for owner in fed.owners.values():
@@ -83,7 +87,7 @@ def test_genre_features_are_fixed_public_and_bound_into_the_model_hash(movielens
 def test_a_federation_with_genre_features_trains_within_budget_and_audits_clean(
     movielens_dir, tmp_path
 ):
-    config = _config(movielens_dir, item_features="genres")
+    config = _config(movielens_dir, item_features=["genres", "decade"])
     before = Federation(config, rng=DeterministicRandom(b"g" * 32)).coordinator.weights.copy()
     result = run_federation(config, out_dir=tmp_path, rng=DeterministicRandom(b"g" * 32))
     assert len(result.rounds) == 2

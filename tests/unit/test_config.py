@@ -117,18 +117,21 @@ def test_config_error_is_a_value_error():
 
 
 def test_fixed_item_features(tmp_path):
-    from securefed.config import ItemFeatures
+    from securefed.config import ItemFeature
 
     default = load_config(_write(tmp_path, ""))
-    assert default.model.item_features is ItemFeatures.LEARNED
+    assert default.model.item_features == ()
     assert default.model.feature_scale == 3.0
-    path = _write(tmp_path, '[model]\nitem_features = "genres"\nfeature_scale = 2.5\n')
+    path = _write(tmp_path, '[model]\nitem_features = ["genres", "decade"]\nfeature_scale = 2.5\n')
     model = load_config(path).model
-    assert (model.item_features, model.feature_scale) == (ItemFeatures.GENRES, 2.5)
+    assert model.item_features == (ItemFeature.GENRES, ItemFeature.DECADE)
+    assert model.feature_scale == 2.5
     with pytest.raises(ConfigError, match="item_features"):
-        load_config(_write(tmp_path, '[model]\nitem_features = "titles"\n'))
+        load_config(_write(tmp_path, '[model]\nitem_features = ["titles"]\n'))
+    with pytest.raises(ConfigError, match="named twice"):
+        load_config(_write(tmp_path, '[model]\nitem_features = ["genres", "genres"]\n'))
     for scale in ("0", "-1", "nan", "inf"):
         with pytest.raises(ConfigError, match="feature_scale"):
             load_config(_write(tmp_path, f"[model]\nfeature_scale = {scale}\n"))
     with pytest.raises(ConfigError, match=r"need model\.kind = mf"):
-        load_config(_write(tmp_path, '[model]\nkind = "neumf"\nitem_features = "genres"\n'))
+        load_config(_write(tmp_path, '[model]\nkind = "neumf"\nitem_features = ["genres"]\n'))

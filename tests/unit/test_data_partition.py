@@ -13,6 +13,8 @@ from securefed.data import (
     Interactions,
     PartitionBy,
     Split,
+    catalogue_features,
+    decade_features,
     dirichlet_silos,
     genre_features,
     into_silos,
@@ -325,45 +327,91 @@ def test_client_shard_validation(change, error):
 
 def test_genre_features_small():
     split = small_split()
-    features = genre_features(split.train, scale=3.0, width=5)
-    assert features.dtype == np.float32
-    assert features.shape == (6, 5)
-    # Columns: Action, Comedy, Drama (sorted), then two zero columns.
+    features = genre_features(split.train, scale=3.0)
+    # Columns: Action, Comedy, Drama (sorted); item 2 has no genre.
     s = 3.0 / np.sqrt(2.0)
-    expected = np.array(
-        [[0, 0, 3, 0, 0], [0, s, s, 0, 0], [0, 0, 0, 0, 0], [3, 0, 0, 0, 0],
-         [0, 3, 0, 0, 0], [0, 0, 3, 0, 0]],
-        dtype=np.float32,
-    )  # fmt: skip
+    expected = [[0, 0, 3], [0, s, s], [0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 3]]
+    np.testing.assert_allclose(features, expected, rtol=1e-12)
+
+
+def _catalogue(titles, genres=None):
+    n = len(titles)
+    return Interactions(
+        users=np.zeros(n, dtype=np.int64),
+        items=np.arange(n),
+        ratings=np.ones(n, dtype=np.float32),
+        timestamps=np.arange(n),
+        user_ids=np.array([7]),
+        item_ids=np.arange(n) + 100,
+        n_users=1,
+        n_items=n,
+        item_titles=tuple(titles),
+        item_genres=genres,
+        source="catalogue",
+    )
+
+
+def test_decade_features_read_the_year_that_ends_a_title():
+    data = _catalogue(["A (1995)", "B (1999) ", "C (2003)", "No year", "1984 (1956)", "D (2010)"])
+    features = decade_features(data, scale=4.0)
+    # Decades present: 1950s, 1990s, 2000s, 2010s; "1984" in a title is not its year.
+    expected = [[0, 4, 0, 0], [0, 4, 0, 0], [0, 0, 4, 0], [0, 0, 0, 0], [4, 0, 0, 0], [0, 0, 0, 4]]
+    np.testing.assert_array_equal(features, expected)
+    with pytest.raises(DataError, match=r"no item title ends with a \(year\)"):
+        decade_features(_catalogue(["x", "y"]), scale=1.0)
+    with pytest.raises(DataError, match="no item titles"):
+        decade_features(small_split().train, scale=1.0)
+
+
+def test_catalogue_features_stack_the_blocks_and_pad():
+    data = _catalogue(["A (1995)", "B (2003)", "C"], genres=(("Drama",), ("Comedy", "Drama"), ()))
+    features = catalogue_features(data, ["genres", "decade"], scale=2.0, width=6)
+    assert features.dtype == np.float32
+    s = 2.0 / np.sqrt(2.0)
+    expected = [[0, 2, 2, 0, 0, 0], [s, s, 0, 2, 0, 0], [0, 0, 0, 0, 0, 0]]
     np.testing.assert_allclose(features, expected, rtol=1e-6)
+    np.testing.assert_array_equal(
+        catalogue_features(data, ["decade"], scale=2.0, width=3),
+        [[2, 0, 0], [0, 2, 0], [0, 0, 0]],
+    )
+    with pytest.raises(DataError, match="need 4 columns, more than 3"):
+        catalogue_features(data, ["genres", "decade"], scale=2.0, width=3)
+    for blocks in ([], ["genres", "genres"]):
+        with pytest.raises(ValueError, match="each once"):
+            catalogue_features(data, blocks, scale=1.0, width=6)
+    with pytest.raises(ValueError, match="unknown feature blocks"):
+        catalogue_features(data, ["ratings"], scale=1.0, width=6)
+    for width in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="width"):
+            catalogue_features(data, ["genres"], scale=1.0, width=width)  # type: ignore[arg-type]
 
 
-def test_genre_features_read_only_the_catalogue():
+def test_catalogue_features_read_only_the_catalogue():
     # The same catalogue with other interactions gives the same features.
     split = small_split()
     other = split.train.select(np.array([0, 1]))
     np.testing.assert_array_equal(
-        genre_features(split.train, scale=1.0, width=3), genre_features(other, scale=1.0, width=3)
+        genre_features(split.train, scale=1.0), genre_features(other, scale=1.0)
     )
 
 
-def test_genre_features_on_the_shipped_data(split):
-    features = genre_features(split.train, scale=2.0, width=32)
-    norms = np.linalg.norm(features, axis=1)
+def test_catalogue_features_on_the_shipped_data(split):
+    features = catalogue_features(split.train, ["genres", "decade"], scale=2.0, width=32)
+    genres = features[:, :19]  # ml-latest-small lists 19 genres
     has_genre = np.array([len(g) > 0 for g in split.train.item_genres])
-    np.testing.assert_allclose(norms[has_genre], 2.0, rtol=1e-6)
-    assert np.all(norms[~has_genre] == 0)
-    assert np.all(features[:, 19:] == 0)  # ml-latest-small lists 19 genres
+    np.testing.assert_allclose(np.linalg.norm(genres, axis=1)[has_genre], 2.0, rtol=1e-6)
+    assert np.all(genres[~has_genre] == 0)
+    decades = features[:, 19:]
+    dated = (decades > 0).sum(axis=1)
+    assert set(dated.tolist()) <= {0, 1}
+    assert dated.mean() > 0.99  # almost every title ends with its year
+    assert np.all(decades[:, decades.any(axis=0).sum() :] == 0)  # then zero padding
 
 
-def test_genre_features_refuse_bad_input():
+def test_feature_blocks_refuse_bad_input():
     with pytest.raises(DataError, match="no item genres"):
-        genre_features(small_split(genres=False).train, scale=1.0, width=4)
-    with pytest.raises(DataError, match="do not fit in 2 columns"):
-        genre_features(small_split().train, scale=1.0, width=2)
-    for scale in (0.0, -1.0, float("nan"), float("inf"), True):
-        with pytest.raises(ValueError, match="scale"):
-            genre_features(small_split().train, scale=scale, width=4)
-    for width in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="width"):
-            genre_features(small_split().train, scale=1.0, width=width)  # type: ignore[arg-type]
+        genre_features(small_split(genres=False).train, scale=1.0)
+    for block in (genre_features, decade_features):
+        for scale in (0.0, -1.0, float("nan"), float("inf"), True):
+            with pytest.raises(ValueError, match="scale"):
+                block(small_split().train, scale=scale)
