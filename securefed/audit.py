@@ -379,6 +379,7 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
     clip = _decimal(update, "clip_norm")
     rounds: dict[int, _RoundCheck] = {}
     out: list[Finding] = []
+    first_model: str | None = None
 
     def bad(entry: Entry, reason: str) -> None:
         out.append(Finding(entry.seq, f"{entry.kind.wire_name}: {reason}"))
@@ -402,6 +403,14 @@ def _consistency(records: Iterable[_Record], config: Mapping[str, CanonicalValue
             rounds[r] = _RoundCheck(accepted=frozenset(parse_uint(x) for x in ids))
             plan = body.get("plan")
             plan = plan if isinstance(plan, dict) else {}
+            model = plan.get("model_hash")
+            if isinstance(model, str):
+                if first_model is None:
+                    first_model = model
+                elif model != first_model:
+                    # The architecture (and any fixed item features) is the owners'
+                    # policy pin: a run whose model changes is not one run.
+                    bad(entry, f"round {r}'s model hash differs from the first round's")
             if r == PRIOR_ROUND or plan.get("training_procedure_hash") == _PRIOR_HASH:
                 problems, threshold, bound = _prior_problems(r, plan, config, private=private)
                 for problem in problems:

@@ -79,6 +79,7 @@ from securefed.ledger.canonical import (
 from securefed.models.recommendation import (
     Recommender,
     RecommenderSpec,
+    architecture_hash,
     build_model,
     flatten_shared,
     is_private_name,
@@ -217,21 +218,6 @@ def _spec(config: SecurefedConfig) -> RecommenderSpec:
     if m.kind is ModelKind.MF:
         return RecommenderSpec.mf(dim=m.dim)
     return RecommenderSpec.neumf(mf_dim=m.dim, mlp_dims=tuple(m.mlp_dims))
-
-
-def architecture_hash(
-    spec: RecommenderSpec, n_items: int, item_features: torch.Tensor | None = None
-) -> bytes:
-    """Digest of a model architecture (what an owner's policy allows).
-
-    Fixed item features are part of the model: their float32 little-endian C-order
-    bytes are hashed in, so owners sent different features refuse the plan.
-    """
-    text = f"securefed/model/v1|{spec.kind.value}|{spec.dim}|{spec.mlp_dims}|{n_items}"
-    if item_features is not None:
-        raw = np.ascontiguousarray(item_features.detach().cpu().numpy(), dtype="<f4")
-        text += f"|features={hashlib.sha256(raw.tobytes()).hexdigest()}"
-    return hashlib.sha256(text.encode()).digest()
 
 
 def _item_features(config: SecurefedConfig, split: Split) -> torch.Tensor | None:
@@ -1018,6 +1004,8 @@ class LedgerState:
     spends: dict[int, list[tuple[int, DpSgdEvent]]]
     federation_spends: list[ClientGaussianEvent]
     exhausted: frozenset[int]
+    planned_model_hashes: frozenset[bytes] = frozenset()
+    """The model (architecture) hashes the recorded round plans carry."""
 
 
 def read_ledger_state(ledger: Ledger) -> LedgerState:
@@ -1028,10 +1016,14 @@ def read_ledger_state(ledger: Ledger) -> LedgerState:
     spends: dict[int, list[tuple[int, DpSgdEvent]]] = {}
     exhausted: set[int] = set()
     federation: list[ClientGaussianEvent] = []
+    models: set[bytes] = set()
     for entry in ledger.entries():
         body = entry.fields()
         if entry.kind is EntryKind.ROUND_PLANNED:
             planned = max(planned, parse_uint(body["round_id"]))
+            plan = body.get("plan")
+            if isinstance(plan, dict) and isinstance(plan.get("model_hash"), str):
+                models.add(bytes.fromhex(str(plan["model_hash"])))
         elif entry.kind is EntryKind.SPEND:
             owner = parse_uint(body["owner_id"])
             spends.setdefault(owner, []).append((parse_uint(body["round_id"]), dp_sgd_event(body)))
@@ -1049,6 +1041,7 @@ def read_ledger_state(ledger: Ledger) -> LedgerState:
         spends=spends,
         federation_spends=federation,
         exhausted=frozenset(exhausted),
+        planned_model_hashes=frozenset(models),
     )
 
 
@@ -1095,7 +1088,8 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
     Raises:
         IntegrityError: the roster, or the checkpoint, is not the one the ledger records.
         ConfigError: the resolved configuration is not the one the ledger's genesis
-            records (a resumed run may not change its accountant, targets or plan).
+            records (a resumed run may not change its accountant, targets or plan),
+            or the model's hash is not the one its recorded rounds were planned for.
     """
     genesis = next(iter(ledger.entries())).fields()
     # The whole resolved configuration, data path included (a field added since, at
@@ -1112,6 +1106,13 @@ def _resume(fed: Federation, ledger: Ledger, checkpoint: Path) -> int:
     if genesis["roster_hash"] != fed.roster.digest().hex():
         raise IntegrityError()
     state = read_ledger_state(ledger)
+    if state.planned_model_hashes - {fed.model_hash}:
+        # The configuration is the same, but the model is not: the catalogue the
+        # fixed item features come from (or the item set) changed on disk.
+        raise ConfigError(
+            "resume: the model differs from the one the ledger's rounds were planned for "
+            "(has the data or its item catalogue changed?)"
+        )
     for oid, events in state.spends.items():
         fed.owners[oid].restore_spends(events)
         for _, event in events:

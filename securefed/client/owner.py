@@ -28,7 +28,12 @@ from securefed.evaluation import (
 from securefed.ledger import Countersignature, Entry, EntryKind
 from securefed.ledger.bodies import spend_body
 from securefed.ledger.canonical import encode
-from securefed.models.recommendation import Recommender, flatten_shared, unflatten_into
+from securefed.models.recommendation import (
+    Recommender,
+    flatten_shared,
+    model_architecture_hash,
+    unflatten_into,
+)
 from securefed.plan import RoundPlan
 from securefed.prior import (
     CONTRIBUTION_BOUND,
@@ -99,6 +104,10 @@ class DataOwner:
             after it has countersigned the ledger's durable SPEND entry for it.
         accounting: the owner's own online accountant, on which it enforces its
             budget (a coordinator planning on a looser one gets its last rounds refused).
+
+    Raises:
+        PolicyViolation: ``model``'s architecture hash (fixed item features
+            included) is not among the policy's allowed model hashes.
     """
 
     def __init__(
@@ -118,6 +127,12 @@ class DataOwner:
     ) -> None:
         self.policy: OwnerPolicy = signed_policy.verified(owner_public_key)
         self.owner_id = self.policy.owner_id
+        # The owner holds its model (and any fixed item features) itself: it must be
+        # one its policy pins, so a plan's model hash describes what it really trains.
+        if model_architecture_hash(model) not in self.policy.allowed_model_hashes:
+            raise PolicyViolation(
+                f"owner {self.owner_id}: its own model is not an architecture its policy allows"
+            )
         budget = self.policy.budget
         self.accountant = (
             None

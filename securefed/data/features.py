@@ -4,6 +4,13 @@ A shop's catalogue, with each item's genres and release date, is public: it is w
 the shop shows everyone. Vectors built from it cost no privacy budget and can serve
 as fixed item embeddings (``[model] item_features``), so DP-SGD trains only the user
 embeddings and the biases, far fewer noised parameters than a learned item table.
+
+The values come from each item's metadata only. Which items there are follows the
+loaded data, though: the MovieLens loaders index the movies that occur in the
+ratings, so the item set (``n_items``, as for a learned table), and with it the
+genres and decades present, depends on which movies anyone rated at all. That is
+outside the DP guarantee, as the catalogue size always was; a deployment should
+build the catalogue from the shop's published item list.
 """
 
 from __future__ import annotations

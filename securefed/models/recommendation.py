@@ -40,6 +40,7 @@ cover.
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -60,11 +61,13 @@ __all__ = [
     "RecommenderSpec",
     "RowBCEWithLogitsLoss",
     "RowEmbedding",
+    "architecture_hash",
     "build_model",
     "embedding_row_norms",
     "flatten_shared",
     "is_private_name",
     "load_shared_state",
+    "model_architecture_hash",
     "private_parameter_names",
     "set_item_biases",
     "shared_layout",
@@ -250,7 +253,8 @@ class MatrixFactorization(Recommender):
     item metadata (e.g. :func:`securefed.data.genre_features`), held as a buffer. It is
     not a parameter, so it is neither trained, noised nor federated; only the user
     embeddings and the biases are trained. The features must not be derived from
-    anyone's interactions: nothing protects them.
+    anyone's interactions: nothing protects them (securefed.data.features says what
+    the catalogue's item set still depends on).
 
     Args:
         n_users: number of the client's users (at least 1).
@@ -321,9 +325,10 @@ def _check_features(features: Tensor, n_items: int, dim: int) -> Tensor:
         raise ValueError(
             f"item_features must have shape ({n_items}, {dim}), got {tuple(features.shape)}"
         )
-    if not bool(torch.isfinite(features).all()):
-        raise ValueError("item_features must be finite")
-    return features.detach().to(device="cpu", dtype=torch.float32).clone()
+    stored = features.detach().to(device="cpu", dtype=torch.float32).clone()
+    if not bool(torch.isfinite(stored).all()):  # after the cast: 1e300 becomes inf
+        raise ValueError("item_features must be finite in float32")
+    return stored
 
 
 class NeuMF(Recommender):
@@ -461,6 +466,38 @@ def build_model(
     if item_features is not None:
         raise ValueError("item_features: only a matrix factorisation model takes them")
     return NeuMF(n_users, n_items, mf_dim=spec.dim, mlp_dims=spec.mlp_dims, generator=generator)
+
+
+def architecture_hash(
+    spec: RecommenderSpec, n_items: int, item_features: Tensor | None = None
+) -> bytes:
+    """Digest of a model architecture (what an owner's policy allows; protocols/plan.md).
+
+    Fixed item features are part of the model: their float32 little-endian C-order
+    bytes are hashed in, so an owner that pins the digest refuses a plan for other
+    features.
+    """
+    text = f"securefed/model/v1|{spec.kind.value}|{spec.dim}|{spec.mlp_dims}|{n_items}"
+    if item_features is not None:
+        raw = np.ascontiguousarray(item_features.detach().cpu().numpy(), dtype="<f4")
+        text += f"|features={hashlib.sha256(raw.tobytes()).hexdigest()}"
+    return hashlib.sha256(text.encode()).digest()
+
+
+def model_architecture_hash(model: nn.Module) -> bytes:
+    """:func:`architecture_hash` of a built model (an owner checks its own against its policy).
+
+    Raises:
+        TypeError: ``model`` is not one of securefed's recommenders.
+    """
+    inner = _unwrap(model)
+    if isinstance(inner, MatrixFactorization):
+        spec = RecommenderSpec.mf(dim=inner.dim)
+        return architecture_hash(spec, inner.n_items, inner.item_features)
+    if isinstance(inner, NeuMF):
+        spec = RecommenderSpec.neumf(mf_dim=inner.mf_dim, mlp_dims=inner.mlp_dims)
+        return architecture_hash(spec, inner.n_items)
+    raise TypeError(f"not a securefed recommender: {type(inner).__name__}")
 
 
 class RowBCEWithLogitsLoss(nn.Module):

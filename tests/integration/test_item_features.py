@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,11 @@ import torch
 from securefed.audit import audit_run_dir
 from securefed.config import parse_config
 from securefed.data import catalogue_features
-from securefed.federation import Federation, architecture_hash, run_federation
-from securefed.models.recommendation import shared_parameter_names
+from securefed.federation import Federation, run_federation
+from securefed.models.recommendation import architecture_hash, build_model, shared_parameter_names
+from securefed.privacy.noise import CsprngStream
 from securefed.randomness import DeterministicRandom
+from securefed.secagg.roster import IdentityKey
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -37,10 +41,10 @@ def movielens_dir(tmp_path_factory, ratings_writer):
     return folder
 
 
-def _config(folder, **model):
+def _config(folder, rounds=2, **model):
     return parse_config(
         {
-            "federation": {"rounds": 2, "federation_id": "features"},
+            "federation": {"rounds": rounds, "federation_id": "features"},
             "data": {"path": str(folder), "format": "movielens", "partition": "silos", "silos": 3},
             "model": {"kind": "mf", "dim": 12, **model},
             "training": {"sampling_rate": 0.15, "learning_rate": 0.5, "negatives": 2},
@@ -96,3 +100,89 @@ def test_a_federation_with_genre_features_trains_within_budget_and_audits_clean(
     assert 0.0 <= result.final_test["sampled_hr10"] <= 1.0
     audit = audit_run_dir(tmp_path)
     assert audit.ok, audit.findings
+
+
+def test_a_resume_refuses_a_changed_catalogue_and_the_audit_flags_a_model_change(
+    movielens_dir, tmp_path
+):
+    from securefed.errors import ConfigError
+    from securefed.ledger import EntryKind
+
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    for name in ("ratings.csv", "movies.csv"):
+        (folder / name).write_text((movielens_dir / name).read_text())
+    config = _config(folder, rounds=3, item_features=["genres", "decade"])
+    writer = IdentityKey.generate(DeterministicRandom(b"w" * 32))
+
+    class Crash(Exception):
+        pass
+
+    def crash(round_id):
+        if round_id == 2:
+            raise Crash
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):
+        run_federation(config, out_dir=run_dir, rng=DeterministicRandom(bytes(32)),
+                       writer_key=writer, on_spent=crash)  # fmt: skip
+    # The same configuration, but one movie's public genres and year are edited.
+    movies = (folder / "movies.csv").read_text().splitlines()
+    movies[1] = "100,Movie 100 (1931),Western"
+    (folder / "movies.csv").write_text("\n".join(movies) + "\n")
+    size = (run_dir / "ledger.db").stat().st_size
+    with pytest.raises(ConfigError, match="model differs"):
+        run_federation(config, out_dir=run_dir, rng=DeterministicRandom(bytes(32)),
+                       writer_key=writer, resume=True)  # fmt: skip
+    assert (run_dir / "ledger.db").stat().st_size == size  # nothing appended
+
+    # A ledger whose rounds carry two model hashes fails the audit, naming the round.
+    from securefed import audit as audit_module
+    from securefed.ledger import Ledger
+
+    ledger = Ledger.open(run_dir / "ledger.db", writer)
+    entries = [(entry, entry.fields()) for entry in ledger.entries()]
+    ledger.close()
+    genesis = entries[0][1]
+    records = [(e, b) for e, b in entries if e.kind in audit_module._ROUND_KINDS]
+    planned = [(e, b) for e, b in records if e.kind is EntryKind.ROUND_PLANNED]
+    assert len(planned) >= 2
+    entry, body = planned[-1]
+    tampered = dict(body, plan=dict(body["plan"], model_hash="00" * 32))
+    swapped = [(e, tampered if e.seq == entry.seq else b) for e, b in records]
+    findings = audit_module._consistency(swapped, genesis["config"])
+    assert any("model hash differs from the first round's" in f.reason for f in findings)
+    assert not any(
+        "model hash" in f.reason for f in audit_module._consistency(records, genesis["config"])
+    )
+
+
+def test_an_owner_refuses_to_run_a_model_its_policy_does_not_pin(movielens_dir):
+    from securefed.client.owner import DataOwner
+    from securefed.errors import PolicyViolation
+    from securefed.models.recommendation import model_architecture_hash
+
+    fed = Federation(
+        _config(movielens_dir, item_features=["genres", "decade"]),
+        rng=DeterministicRandom(b"o" * 32),
+    )
+    owner = fed.owners[min(fed.owners)]
+    assert model_architecture_hash(owner.model) == fed.model_hash
+    # The same owner handed other features (here: one item's vector changed).
+    features = fed.item_features.clone()
+    features[0, 0] += 1.0
+    other = build_model(fed.spec, owner.model.n_users, fed.split.n_items,
+                        torch.Generator().manual_seed(0), item_features=features)  # fmt: skip
+    assert model_architecture_hash(other) != fed.model_hash
+    key = IdentityKey.generate(DeterministicRandom(b"k" * 32))
+    policy = dataclasses.replace(owner.policy, owner_id=99)
+    with pytest.raises(PolicyViolation, match="not an architecture its policy allows"):
+        DataOwner(
+            signed_policy=policy.sign(key),
+            owner_public_key=key.public_key,
+            model=other,
+            train=owner._train,
+            validation_items=owner._validation,
+            test_items=owner._test,
+            stream=CsprngStream(DeterministicRandom(b"s" * 32)),
+        )

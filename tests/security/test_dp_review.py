@@ -37,6 +37,7 @@ from securefed.models.recommendation import (
     RowBCEWithLogitsLoss,
     build_model,
     flatten_shared,
+    model_architecture_hash,
 )
 from securefed.plan import RoundPlan, steps_per_round
 from securefed.privacy.accountant import Budget, OwnerAccountant
@@ -69,10 +70,15 @@ def _records(n: int, n_users: int, n_items: int) -> LocalInteractions:
 
 def _owner(data: LocalInteractions, policy: OwnerPolicy, label: str) -> DataOwner:
     key = IdentityKey.generate(_rng("identity", label))
+    model = _model(data.n_users, data.n_items)
+    # The owner's own model must be an architecture its policy pins; plans here
+    # carry the stand-in digest MODEL, which the policy allows as well.
+    own = model_architecture_hash(model)
+    policy = dataclasses.replace(policy, allowed_model_hashes=policy.allowed_model_hashes | {own})
     return DataOwner(
         signed_policy=policy.sign(key),
         owner_public_key=key.public_key,
-        model=_model(data.n_users, data.n_items),
+        model=model,
         train=data,
         validation_items=np.full(data.n_users, -1, dtype=np.int64),
         test_items=np.full(data.n_users, -1, dtype=np.int64),

@@ -20,9 +20,11 @@ from securefed.models import (
     RecommenderKind,
     RecommenderSpec,
     RowBCEWithLogitsLoss,
+    architecture_hash,
     build_model,
     flatten_shared,
     load_shared_state,
+    model_architecture_hash,
     private_parameter_names,
     shared_layout,
     shared_parameter_names,
@@ -135,6 +137,9 @@ def test_fixed_item_features_are_checked() -> None:
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         MatrixFactorization(3, 10, dim=4, generator=_gen(0), item_features=bad)
+    huge = torch.full((10, 4), 1e300, dtype=torch.float64)  # finite, but inf in float32
+    with pytest.raises(ValueError, match="finite"):
+        MatrixFactorization(3, 10, dim=4, generator=_gen(0), item_features=huge)
     with pytest.raises(TypeError, match="floating-point"):
         MatrixFactorization(
             3, 10, dim=4, generator=_gen(0), item_features=torch.zeros(10, 4, dtype=torch.long)
@@ -546,3 +551,27 @@ def test_wide_rows_go_to_opacus_sort() -> None:
     ours = embedding_row_norms(layer, [ids], backprops)[layer.weight]
     reference = compute_embedding_norm_sample(layer, [ids], backprops)[layer.weight]
     assert torch.equal(ours, reference)
+
+
+def test_a_built_models_architecture_hash_is_its_specs() -> None:
+    features = _features()
+    cases = [
+        (RecommenderSpec.mf(dim=4), None),
+        (RecommenderSpec.mf(dim=4), features),
+        (RecommenderSpec.neumf(mf_dim=3, mlp_dims=(8, 4, 2)), None),
+    ]
+    digests = set()
+    for spec, item_features in cases:
+        model = build_model(spec, N_USERS, N_ITEMS, _gen(0), item_features=item_features)
+        digest = architecture_hash(spec, N_ITEMS, item_features)
+        assert model_architecture_hash(model) == digest
+        # The user count is the owner's own business: not part of the architecture.
+        other = build_model(spec, N_USERS + 3, N_ITEMS, _gen(1), item_features=item_features)
+        assert model_architecture_hash(other) == digest
+        digests.add(digest)
+    assert len(digests) == 3
+    changed = features.clone()
+    changed[2, 1] += 1e-3
+    assert architecture_hash(RecommenderSpec.mf(dim=4), N_ITEMS, changed) not in digests
+    with pytest.raises(TypeError, match="not a securefed recommender"):
+        model_architecture_hash(torch.nn.Linear(2, 2))
