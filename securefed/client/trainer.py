@@ -85,16 +85,25 @@ class _CsprngDpOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[misc]
 
     def add_noise(self) -> None:
         # As Opacus' own add_noise, with noise from the CSPRNG; the processed flag
-        # stops a summed gradient from being noised (and released) twice.
+        # stops a summed gradient from being noised (and released) twice. One draw
+        # of i.i.d. values serves every parameter of a dtype and device, split in
+        # parameter order: the same distribution as one draw per parameter, without
+        # a per-call cost that dominates small tensors (the biases).
         std = self.noise_multiplier * self.max_grad_norm
+        groups: dict[tuple[torch.dtype, torch.device], list[Any]] = {}
         for p in self.params:
-            summed = p.summed_grad
-            _check_processed_flag(summed)
-            noise = self._securefed_noise.sample(
-                tuple(summed.shape), std, dtype=summed.dtype, device=summed.device
-            )
-            p.grad = (summed + noise).view_as(p)
-            _mark_as_processed(summed)
+            _check_processed_flag(p.summed_grad)
+            groups.setdefault((p.summed_grad.dtype, p.summed_grad.device), []).append(p)
+        for (dtype, device), params in groups.items():
+            total = sum(p.summed_grad.numel() for p in params)
+            flat = self._securefed_noise.sample(total, std, dtype=dtype, device=device)
+            offset = 0
+            for p in params:
+                summed = p.summed_grad
+                noise = flat[offset : offset + summed.numel()].view_as(summed)
+                offset += summed.numel()
+                p.grad = (summed + noise).view_as(p)
+                _mark_as_processed(summed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,11 +98,25 @@ def test_noise_is_calibrated_per_coordinate_on_every_parameter():
     # below 1e-6, and fixed by the deterministic seed anyway).
     trainer = _trainer(PrivacyUnit.RECORD, dim=256)
     before = _all_params(trainer)
+    each = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     event = DpSgdEvent(sampling_rate=0.5, noise_multiplier=1000.0, steps=1, unit=PrivacyUnit.RECORD)
     trainer.train(
         event=event, clip_norm=0.01, learning_rate=1.0, negatives=3, optimizer=OptimizerKind.SGD
     )
     moved = _all_params(trainer) - before
+    # Independent noise for each parameter (one draw is split among them): the
+    # leading coordinates of any two parameters are uncorrelated (100 pairs: the
+    # sample correlation has std 0.1, so |r| > 0.5 is a 5-sigma event).
+    steps = {
+        n: (p.detach() - each[n]).reshape(-1)[:100].numpy()
+        for n, p in trainer.model.named_parameters()
+        if p.numel() >= 100
+    }
+    assert len(steps) >= 2
+    names = sorted(steps)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert abs(np.corrcoef(steps[a], steps[b])[0, 1]) < 0.5, (a, b)
     units = trainer.data.units(PrivacyUnit.RECORD)
     expected = 1000.0 * 0.01 / (0.5 * units)
     assert np.std(moved) == pytest.approx(expected, rel=0.03)
