@@ -129,7 +129,9 @@ class DataOwner:
         self.owner_id = self.policy.owner_id
         # The owner holds its model (and any fixed item features) itself: it must be
         # one its policy pins, so a plan's model hash describes what it really trains.
-        if model_architecture_hash(model) not in self.policy.allowed_model_hashes:
+        self.model_hash = model_architecture_hash(model)
+        """The architecture hash of the model this owner holds (plans must name it)."""
+        if self.model_hash not in self.policy.allowed_model_hashes:
             raise PolicyViolation(
                 f"owner {self.owner_id}: its own model is not an architecture its policy allows"
             )
@@ -196,8 +198,9 @@ class DataOwner:
         The returned token buys exactly one :meth:`train_round`.
 
         Raises:
-            PolicyViolation: the plan is weaker than the policy allows, or replays
-                a round id not above the last accepted one.
+            PolicyViolation: the plan is weaker than the policy allows, replays a
+                round id not above the last accepted one, or names another model
+                than the one the owner holds.
             PrivacyBudgetExceeded: the round would overspend the owner's budget.
         """
         if self._last_round is not None and plan.round_id <= self._last_round:
@@ -206,6 +209,13 @@ class DataOwner:
                 f"after the last accepted round {self._last_round} (replay)"
             )
         accept_plan(self.policy, plan)
+        if plan.model_hash != self.model_hash:
+            # Allowed by the policy, but not what this owner trains: the plan (and
+            # the ledger that records it) would misstate the model.
+            raise PolicyViolation(
+                f"owner {self.owner_id} refuses the plan: it names another model than the "
+                "one the owner holds"
+            )
         return self._spend_and_hold(plan)  # the event's unit is the policy's (checked)
 
     def _spend_and_hold(self, plan: RoundPlan) -> AcceptedRound:
@@ -259,6 +269,8 @@ class DataOwner:
             problems.append(f"privacy unit {plan.unit.value} != policy {policy.unit.value}")
         if plan.model_hash not in policy.allowed_model_hashes:
             problems.append("model architecture not allowed by the owner")
+        elif plan.model_hash != self.model_hash:
+            problems.append("another model than the one the owner holds")
         if policy.min_noise_multiplier > 0 and plan.noise_multiplier == 0:
             problems.append("the owner's policy requires DP: no noiseless release")
         if plan.noise_multiplier < policy.prior_min_noise_multiplier:

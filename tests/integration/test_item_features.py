@@ -186,3 +186,50 @@ def test_an_owner_refuses_to_run_a_model_its_policy_does_not_pin(movielens_dir):
             test_items=owner._test,
             stream=CsprngStream(DeterministicRandom(b"s" * 32)),
         )
+
+
+def test_an_owner_refuses_a_plan_for_another_allowed_model(movielens_dir):
+    from securefed.client.owner import DataOwner
+    from securefed.errors import PolicyViolation
+    from securefed.plan import RoundPlan
+    from securefed.prior import prior_plan
+
+    fed = Federation(
+        _config(movielens_dir, item_features=["genres", "decade"]),
+        rng=DeterministicRandom(b"p" * 32),
+    )
+    template = fed.owners[min(fed.owners)]
+    other = bytes(32)  # a second architecture the policy also allows
+    key = IdentityKey.generate(DeterministicRandom(b"k" * 32))
+    policy = dataclasses.replace(
+        template.policy,
+        owner_id=99,
+        allowed_model_hashes=frozenset({fed.model_hash, other}),
+        prior_min_cohort=3,
+        prior_min_noise_multiplier=1.0,
+    )
+
+    def owner():
+        return DataOwner(
+            signed_policy=policy.sign(key),
+            owner_public_key=key.public_key,
+            model=template.model,
+            train=template._train,
+            validation_items=template._validation,
+            test_items=template._test,
+            stream=CsprngStream(DeterministicRandom(b"s" * 32)),
+        )
+
+    plan = RoundPlan(
+        round_id=1, unit=policy.unit, noise_multiplier=2.0, clip_norm=1.0, local_epochs=1,
+        sampling_rate=0.1, learning_rate=0.1, negatives=2, model_hash=other,
+        plan_hash=fed.plan_hash,
+    )  # fmt: skip
+    refusing = owner()
+    with pytest.raises(PolicyViolation, match="another model"):
+        refusing.accept(plan)
+    assert refusing.accountant.events == ()  # nothing spent
+    assert owner().accept(dataclasses.replace(plan, model_hash=fed.model_hash)).event is not None
+    prior = prior_plan(unit=policy.unit, noise_multiplier=2.0, model_hash=other)
+    with pytest.raises(PolicyViolation, match="another model than the one the owner holds"):
+        owner().accept_prior(prior, divisor=1)

@@ -303,7 +303,7 @@ def test_accepting_a_plan_does_not_depend_on_one_record(kind):
     def accepts(n: int) -> bool:
         owner = _owner(_records(n, 5, 40), policy, f"{kind}-{n}")
         try:
-            owner.accept(plan)
+            owner.accept(dataclasses.replace(plan, model_hash=owner.model_hash))
         except (PolicyViolation, PrivacyBudgetExceeded):
             return False
         return True
@@ -336,7 +336,11 @@ def test_calibration_bounds_every_owners_planned_epsilon():
 def test_one_spend_buys_one_training():
     data = _records(40, 4, 30)
     owner = _owner(data, _policy(), "replay")
-    accepted = owner.accept(_plan())
+    # A plan for another model, even one the policy allows, is refused.
+    with pytest.raises(PolicyViolation, match="another model"):
+        owner.accept(_plan())
+    assert len(owner.accountant.events) == 0
+    accepted = owner.accept(_plan(model_hash=owner.model_hash))
     shared = flatten_shared(owner.model)
     owner.train_round(accepted, shared, optimizer=OptimizerKind.SGD)
     refused = 0
@@ -349,5 +353,5 @@ def test_one_spend_buys_one_training():
     assert len(owner.accountant.events) == 1
     # The same plan (same round id) cannot be accepted again either.
     with pytest.raises(PolicyViolation, match="replay"):
-        owner.accept(_plan())
+        owner.accept(_plan(model_hash=owner.model_hash))
     assert len(owner.accountant.events) == 1

@@ -209,3 +209,43 @@ def test_event_unit_must_match():
             event=event, clip_norm=1.0, learning_rate=0.1, negatives=1,
             optimizer=OptimizerKind.SGD,
         )  # fmt: skip
+
+
+def test_add_noise_gives_every_parameter_its_own_slice_of_one_draw_once():
+    # The optimiser draws once per dtype and device and splits the draw in parameter
+    # order: with a recording noise source, each gradient must be its summed
+    # gradient plus exactly its own slice (no overlap, no reuse, none skipped), at
+    # std sigma * C, and a second add_noise without zero_grad must refuse.
+    from types import SimpleNamespace
+
+    from securefed.client.trainer import _CsprngDpOptimizer
+
+    class Recording:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, float, torch.dtype]] = []
+
+        def sample(self, shape, std, *, dtype, device):
+            self.calls.append((shape, std, dtype))
+            return torch.arange(shape, dtype=dtype) + 1000.0 * len(self.calls)
+
+    shapes = [((3, 2), torch.float32), ((4,), torch.float32), ((1, 1), torch.float32),
+              ((5,), torch.float64)]  # fmt: skip
+    params = []
+    for i, (shape, dtype) in enumerate(shapes):
+        p = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+        p.summed_grad = torch.full(shape, float(i), dtype=dtype)
+        params.append(p)
+    noise = Recording()
+    fake = SimpleNamespace(
+        params=params, noise_multiplier=2.0, max_grad_norm=0.5, _securefed_noise=noise
+    )
+    _CsprngDpOptimizer.add_noise(fake)
+    assert noise.calls == [(11, 1.0, torch.float32), (5, 1.0, torch.float64)]
+    first = torch.arange(11, dtype=torch.float32) + 1000.0
+    torch.testing.assert_close(params[0].grad, 0.0 + first[0:6].view(3, 2))
+    torch.testing.assert_close(params[1].grad, 1.0 + first[6:10])
+    torch.testing.assert_close(params[2].grad, 2.0 + first[10:11].view(1, 1))
+    torch.testing.assert_close(params[3].grad, 3.0 + torch.arange(5, dtype=torch.float64) + 2000.0)
+    with pytest.raises(ValueError, match="zero_grad"):
+        _CsprngDpOptimizer.add_noise(fake)
+    assert len(noise.calls) == 2  # the refusal drew nothing
