@@ -15,6 +15,7 @@ from securefed.config import (
     DataFormat,
     FederationConfig,
     ModelConfig,
+    PriorConfig,
     PrivacyConfig,
     QuantizationConfig,
     SecAggConfig,
@@ -39,9 +40,13 @@ def main(
     config = SecurefedConfig(
         federation=FederationConfig(rounds=rounds),
         data=DataConfig(path=str(data), format=data_format, partition="silos", silos=silos),
-        model=ModelConfig(kind="mf", dim=32),  # user embeddings never leave their owner
-        training=TrainingConfig(sampling_rate=0.05, learning_rate=2.0, negatives=4),
+        # User embeddings never leave their owner; items are scored against fixed vectors
+        # from the public catalogue (genres, release decade), so DP-SGD trains only the
+        # user embeddings and the biases.
+        model=ModelConfig(kind="mf", dim=32, item_features=("genres", "decade"), feature_scale=4.0),
+        training=TrainingConfig(sampling_rate=0.2, learning_rate=10.0, negatives=4),
         privacy=PrivacyConfig(unit="record", target_epsilon=8.0, delta=1e-5),  # DP-SGD
+        prior=PriorConfig(enabled=True, epsilon_share=0.5),  # round 0: noisy item counts
         update=UpdateConfig(clip_norm=20.0),  # L2 bound before quantisation
         secagg=SecAggConfig(quantization=QuantizationConfig(bits=20, clip=20.0)),
         strategy=StrategyConfig(kind="fedavg", server_lr=1.0),  # or fedadam / fedyogi
