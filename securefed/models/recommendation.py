@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
+from opacus.grad_sample.embedding import compute_embedding_grad_sample
 from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
-from opacus.grad_sample.utils import register_norm_sampler
+from opacus.grad_sample.utils import register_grad_sampler, register_norm_sampler
 from torch import Tensor, nn
 
 __all__ = [
@@ -100,7 +101,7 @@ class RowEmbedding(nn.Embedding):
     """An ``nn.Embedding`` in every respect but its type.
 
     The type selects :func:`embedding_row_norms` as its per-sample gradient norm
-    under Opacus ghost clipping.
+    under Opacus ghost clipping (and Opacus' embedding per-sample gradient otherwise).
     """
 
 
@@ -149,6 +150,10 @@ def embedding_row_norms(
 
 
 register_norm_sampler(RowEmbedding)(embedding_row_norms)
+# Opacus' own per-sample gradient for embeddings. Ghost clipping uses the norm above;
+# without a registered grad sampler, Opacus would also prepare a functorch copy of
+# every RowEmbedding each time a model is wrapped (a deep copy of the table, unused).
+register_grad_sampler(RowEmbedding)(compute_embedding_grad_sample)
 
 
 def _embedding(num: int, dim: int, generator: torch.Generator) -> nn.Embedding:

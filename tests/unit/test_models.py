@@ -520,6 +520,16 @@ def test_every_embedding_of_the_models_uses_the_sort_free_norm() -> None:
         assert embeddings
         assert all(type(m) is RowEmbedding for m in embeddings)
     assert RowEmbedding in GradSampleModuleFastGradientClipping.NORM_SAMPLERS
+    # With a grad sampler registered too, wrapping a model prepares no functorch copy
+    # of any table (Opacus deep-copies each layer it prepares, on every wrap).
+    assert RowEmbedding in GradSampleModuleFastGradientClipping.GRAD_SAMPLERS
+    for builder in BUILDERS.values():
+        model = builder(0)
+        gsm = GradSampleModuleFastGradientClipping(model, use_ghost_clipping=True)
+        try:
+            assert not any(hasattr(m, "ft_compute_sample_grad") for m in model.modules())
+        finally:
+            gsm._close()
 
 
 def test_the_embedding_norm_sums_before_it_squares() -> None:
