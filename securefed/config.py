@@ -144,11 +144,22 @@ class DirichletBy(enum.StrEnum):
     GENRE = "genre"
 
 
+class ItemSet(enum.StrEnum):
+    """Which items a MovieLens data set has (securefed.data.load_movielens)."""
+
+    RATED = "rated"
+    """The movies that occur in the ratings: the item set depends on who rated what."""
+    LISTED = "listed"
+    """Every movie the movies file lists (the published catalogue), rated or not."""
+
+
 class DataConfig(_Strict):
     """Where the interactions come from and how they are split and partitioned."""
 
     path: str = Field("examples/data/ml-latest-small", min_length=1)
     format: DataFormat = DataFormat.MOVIELENS
+    items: ItemSet = ItemSet.RATED
+    """MovieLens only: the rated movies, or the whole listed catalogue."""
     min_rating: float | None = Field(None, allow_inf_nan=False)
     partition: PartitionKind = PartitionKind.SILOS
     silos: int = Field(10, ge=1)
@@ -359,6 +370,8 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Securefed
             f"{source}: privacy.unit: DP-SGD protects a record or a person; client-level "
             "DP is configured in [client_privacy]"
         )
+    if config.data.items is ItemSet.LISTED and config.data.format is not DataFormat.MOVIELENS:
+        raise ConfigError(f"{source}: data.items = 'listed' needs a MovieLens catalogue")
     features = config.model.item_features
     if features and config.model.kind is not ModelKind.MF:
         raise ConfigError(

@@ -199,7 +199,11 @@ def _load(config: SecurefedConfig, root: Path | None) -> Split:
     d = config.data
     path = resolve_data_path(config, root)
     movielens = d.format is DataFormat.MOVIELENS
-    data = load_movielens(path) if movielens else load_interactions_csv(path)
+    data = (
+        load_movielens(path, items=config.data.items.value)
+        if movielens
+        else load_interactions_csv(path)
+    )
     return leave_one_out(to_implicit(data, min_rating=d.min_rating))
 
 

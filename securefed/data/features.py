@@ -5,12 +5,13 @@ the shop shows everyone. Vectors built from it cost no privacy budget and can se
 as fixed item embeddings (``[model] item_features``), so DP-SGD trains only the user
 embeddings and the biases, far fewer noised parameters than a learned item table.
 
-The values come from each item's metadata only. Which items there are follows the
-loaded data, though: the MovieLens loaders index the movies that occur in the
-ratings, so the item set (``n_items``, as for a learned table), and with it the
-genres and decades present, depends on which movies anyone rated at all. That is
-outside the DP guarantee, as the catalogue size always was; a deployment should
-build the catalogue from the shop's published item list.
+The values come from each item's metadata only. Which items there are is the
+loader's choice: by default the MovieLens loaders index the movies that occur in
+the ratings, so the item set (``n_items``, as for a learned table), and with it the
+genres and decades present, depends on which movies anyone rated at all, which is
+outside the DP guarantee. ``[data] items = "listed"`` takes every movie the movies
+file lists instead (the published catalogue), so nothing about the features or the
+model hash depends on the ratings; the shipped job does that.
 """
 
 from __future__ import annotations

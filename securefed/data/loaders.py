@@ -330,14 +330,34 @@ def _assemble(
     catalogue: _Catalogue | None = None,
     catalogue_path: Path | None = None,
     ratings_path: Path | None = None,
+    listed: bool = False,
 ) -> Interactions:
-    """Densify ids (ascending original id) and attach titles and genres."""
+    """Densify ids (ascending original id) and attach titles and genres.
+
+    ``listed``: the items are every movie of the catalogue, rated or not, instead of
+    the movies that occur in the ratings.
+    """
     user_ids, user_index = np.unique(users, return_inverse=True)
-    item_ids, item_index = np.unique(items, return_inverse=True)
+    if listed:
+        if catalogue is None:
+            raise DataError(
+                f"{catalogue_path}: items = 'listed' needs this movies file, and it is missing"
+            )
+        item_ids = np.array(sorted(catalogue), dtype=np.int64)
+        item_index = np.searchsorted(item_ids, items)
+        found = item_ids[np.minimum(item_index, item_ids.size - 1)] == items
+        if not found.all():
+            rated_in = ratings_path.name if ratings_path is not None else "the ratings"
+            movie_id = int(items[np.flatnonzero(~found)].min())
+            raise DataError(
+                f"{catalogue_path}: movie id {movie_id} is rated in {rated_in} but not listed here"
+            )
+    else:
+        item_ids, item_index = np.unique(items, return_inverse=True)
     titles: tuple[str, ...] | None = None
     genres: tuple[tuple[str, ...], ...] | None = None
     if catalogue is not None:
-        listed = []
+        entries = []
         for movie_id in item_ids.tolist():
             entry = catalogue.get(movie_id)
             if entry is None:
@@ -346,9 +366,9 @@ def _assemble(
                     f"{catalogue_path}: movie id {movie_id} is rated in {rated_in} "
                     "but not listed here"
                 )
-            listed.append(entry)
-        titles = tuple(title for title, _ in listed)
-        genres = tuple(genre for _, genre in listed)
+            entries.append(entry)
+        titles = tuple(title for title, _ in entries)
+        genres = tuple(genre for _, genre in entries)
     return Interactions(
         users=user_index.reshape(-1).astype(np.int64, copy=False),
         items=item_index.reshape(-1).astype(np.int64, copy=False),
@@ -367,7 +387,7 @@ def _assemble(
 # -- MovieLens -----------------------------------------------------------------------
 
 
-def load_movielens(path: PathLike) -> Interactions:
+def load_movielens(path: PathLike, *, items: str = "rated") -> Interactions:
     """Load a MovieLens folder, detecting its layout from the files present.
 
     Layouts, tried in this order:
@@ -381,13 +401,16 @@ def load_movielens(path: PathLike) -> Interactions:
       (``|``-separated, latin-1, 19 genre flags in :data:`MOVIELENS_100K_GENRES`
       order) is optional.
 
-    The items are those that occur in the ratings, densely indexed by ascending
-    movie id; titles and genres are attached when the movies file is there (every
-    rated movie must be listed in it). "No genre" markers
+    The items are those that occur in the ratings (``items="rated"``) or every movie
+    the movies file lists (``items="listed"``: the published catalogue, so the item
+    set does not depend on who rated what), densely indexed by ascending movie id;
+    titles and genres are attached when the movies file is there (every rated movie
+    must be listed in it). "No genre" markers
     (``(no genres listed)``, the ML-100K ``unknown`` flag) load as ``()``.
 
     Args:
         path: the folder (for example ``examples/data/ml-latest-small``).
+        items: ``"rated"`` or ``"listed"`` (needs the movies file).
 
     Returns:
         The ratings in file order.
@@ -397,19 +420,22 @@ def load_movielens(path: PathLike) -> Interactions:
         DataError: no known ratings file, or a file is malformed (the message
             names the file and the line).
     """
+    if items not in ("rated", "listed"):
+        raise ConfigError(f"items must be 'rated' or 'listed', not {items!r}")
     root = _existing(path, directory=True)
+    listed = items == "listed"
     if (root / "ratings.csv").is_file():
-        return _load_movielens_csv(root)
+        return _load_movielens_csv(root, listed)
     if (root / "ratings.dat").is_file():
-        return _load_movielens_dat(root)
+        return _load_movielens_dat(root, listed)
     if (root / "u.data").is_file():
-        return _load_movielens_100k(root)
+        return _load_movielens_100k(root, listed)
     raise DataError(
         f"{root}: no MovieLens ratings file (looked for ratings.csv, ratings.dat, u.data)"
     )
 
 
-def _load_movielens_csv(root: Path) -> Interactions:
+def _load_movielens_csv(root: Path, listed: bool) -> Interactions:
     ratings_path = root / "ratings.csv"
     header, header_line, records = _read_csv(ratings_path)
     col = _columns(
@@ -443,13 +469,14 @@ def _load_movielens_csv(root: Path) -> Interactions:
         ratings=ratings,
         timestamps=timestamps,
         source=f"movielens-csv:{root.name}",
+        listed=listed,
         catalogue=catalogue,
         catalogue_path=movies_path,
         ratings_path=ratings_path,
     )
 
 
-def _load_movielens_dat(root: Path) -> Interactions:
+def _load_movielens_dat(root: Path, listed: bool) -> Interactions:
     ratings_path = root / "ratings.dat"
     records = _read_separated(
         ratings_path, _decode_legacy(_read_bytes(ratings_path)), "::", width=4
@@ -476,13 +503,14 @@ def _load_movielens_dat(root: Path) -> Interactions:
         ratings=ratings,
         timestamps=timestamps,
         source=f"movielens-dat:{root.name}",
+        listed=listed,
         catalogue=catalogue,
         catalogue_path=movies_path,
         ratings_path=ratings_path,
     )
 
 
-def _load_movielens_100k(root: Path) -> Interactions:
+def _load_movielens_100k(root: Path, listed: bool) -> Interactions:
     ratings_path = root / "u.data"
     records = _read_separated(ratings_path, _decode_legacy(_read_bytes(ratings_path)), "\t", 4)
     users = _ints(records, 0, "user id")
@@ -515,6 +543,7 @@ def _load_movielens_100k(root: Path) -> Interactions:
         ratings=ratings,
         timestamps=timestamps,
         source=f"movielens-100k:{root.name}",
+        listed=listed,
         catalogue=catalogue,
         catalogue_path=items_path,
         ratings_path=ratings_path,

@@ -233,3 +233,35 @@ def test_an_owner_refuses_a_plan_for_another_allowed_model(movielens_dir):
     prior = prior_plan(unit=policy.unit, noise_multiplier=2.0, model_hash=other)
     with pytest.raises(PolicyViolation, match="another model than the one the owner holds"):
         owner().accept_prior(prior, divisor=1)
+
+
+def test_with_the_listed_catalogue_the_model_does_not_depend_on_who_rated_what(
+    movielens_dir, tmp_path
+):
+    # Two data sets that differ only in which movie one user's one rating names. With
+    # the rated item set a movie rated once disappears from the items, and with it
+    # its feature row and the model hash; with the listed catalogue neither moves.
+    ratings = (movielens_dir / "ratings.csv").read_text().splitlines()
+    rows = [line.split(",") for line in ratings[1:]]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    once = min(counts, key=lambda movie: (counts[movie], movie))
+    assert counts[once] == 1
+    unrated = next(m for m in map(str, range(100, 160)) if m not in counts)
+    swapped = [",".join([r[0], unrated, *r[2:]]) if r[1] == once else ",".join(r) for r in rows]
+    hashes = {}
+    for name, lines in (("a", ratings[1:]), ("b", swapped)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "ratings.csv").write_text("\n".join([ratings[0], *lines]) + "\n")
+        (folder / "movies.csv").write_text((movielens_dir / "movies.csv").read_text())
+        for items in ("rated", "listed"):
+            base = _config(folder, item_features=["genres", "decade"]).model_dump(mode="json")
+            base["data"]["items"] = items
+            config = parse_config(base)
+            fed = Federation(config, rng=DeterministicRandom(b"h" * 32))
+            hashes[name, items] = (fed.model_hash, fed.split.n_items)
+    assert hashes["a", "listed"] == hashes["b", "listed"]
+    assert hashes["a", "listed"][1] == 60
+    assert hashes["a", "rated"][0] != hashes["b", "rated"][0]

@@ -135,3 +135,13 @@ def test_fixed_item_features(tmp_path):
             load_config(_write(tmp_path, f"[model]\nfeature_scale = {scale}\n"))
     with pytest.raises(ConfigError, match=r"need model\.kind = mf"):
         load_config(_write(tmp_path, '[model]\nkind = "neumf"\nitem_features = ["genres"]\n'))
+
+
+def test_listed_items_need_a_movielens_catalogue(tmp_path):
+    from securefed.config import ItemSet
+
+    assert load_config(_write(tmp_path, "")).data.items is ItemSet.RATED
+    listed = load_config(_write(tmp_path, '[data]\nitems = "listed"\n'))
+    assert listed.data.items is ItemSet.LISTED
+    with pytest.raises(ConfigError, match="needs a MovieLens catalogue"):
+        load_config(_write(tmp_path, '[data]\nformat = "csv"\nitems = "listed"\n'))

@@ -131,6 +131,30 @@ def test_latest_layout(tmp_path):
     assert data.item_genres == (("Action", "Western"), ())
 
 
+def test_listed_items_are_the_whole_catalogue(tmp_path):
+    _write(tmp_path / "ratings.csv", LATEST_RATINGS)
+    _write(tmp_path / "movies.csv", LATEST_MOVIES)
+    data = load_movielens(tmp_path, items="listed")
+    assert data.item_ids.tolist() == [10, 20, 30]  # movie 30 is listed, never rated
+    assert data.items.tolist() == [1, 0, 0]
+    assert data.n_items == 3
+    assert data.item_titles[2] == "Never Rated (1999)"
+    rated = load_movielens(tmp_path)
+    assert rated.users.tolist() == data.users.tolist()
+    assert rated.item_titles == data.item_titles[:2]
+
+
+def test_listed_items_need_a_catalogue_that_lists_every_rated_movie(tmp_path):
+    _write(tmp_path / "ratings.csv", LATEST_RATINGS)
+    with pytest.raises(DataError, match="needs this movies file"):
+        load_movielens(tmp_path, items="listed")
+    _write(tmp_path / "movies.csv", "movieId,title,genres\n10,Ten (1990),Drama\n")
+    with pytest.raises(DataError, match=r"movie id 20 is rated in ratings\.csv but not listed"):
+        load_movielens(tmp_path, items="listed")
+    with pytest.raises(ConfigError, match="items must be"):
+        load_movielens(tmp_path, items="all")
+
+
 def test_latest_layout_without_movies_file(tmp_path):
     _write(tmp_path / "ratings.csv", LATEST_RATINGS)
     data = load_movielens(tmp_path)
