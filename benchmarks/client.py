@@ -15,7 +15,7 @@ with the same sampling, batches and step size without clipping or noise
 interleaved, so the machine's load falls on both alike. Throughput = sampled records
 per wall-clock second; the target is DP >= 0.33 x non-private at the default
 sampling rate. The same owner with a learned item table (``item_features = []``,
-320,893 shared parameters) is measured the same way, for comparison. Noise
+321,487 shared parameters) is measured the same way, for comparison. Noise
 generation alone (one draw per trained parameter per step, the same stream) is
 timed too.
 """
