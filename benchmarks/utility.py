@@ -354,7 +354,9 @@ def load_split(path: Path) -> Any:
     """All ratings of ``path`` as implicit interactions, leave-one-out by time.
 
     The same loading as :func:`securefed.federation.run_federation` (``min_rating``
-    unset), so every row sees the same split.
+    unset, the rated item set), so the baselines see the same split as every row
+    but the fixed-vector ones: those load the listed catalogue (``Row.items``), the
+    same interactions with 18 never-rated movies more among the candidates.
     """
     from securefed.data import leave_one_out, load_interactions_csv, load_movielens, to_implicit
 
