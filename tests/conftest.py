@@ -10,9 +10,13 @@ Hypothesis tests can use them without function-scoped fixture resets.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -410,3 +414,56 @@ def write_ratings_csv(
 def ratings_writer() -> Callable[..., Path]:
     """:func:`write_ratings_csv`, for module-scoped data fixtures."""
     return write_ratings_csv
+
+
+class SimulatedCrash(Exception):
+    """A crash injected through ``run_federation(on_spent=...)``."""
+
+
+def crash_after_spends(round_id: int) -> Callable[[int], None]:
+    """An ``on_spent`` hook that raises :class:`SimulatedCrash` once round ``round_id``'s
+    spends are durable (before any owner trains): a run killed mid-round, to resume."""
+
+    def on_spent(spent_round: int) -> None:
+        if spent_round == round_id:
+            raise SimulatedCrash
+
+    return on_spent
+
+
+@pytest.fixture(scope="session")
+def crash() -> tuple[type[SimulatedCrash], Callable[[int], Callable[[int], None]]]:
+    """``(SimulatedCrash, crash_after_spends)``."""
+    return SimulatedCrash, crash_after_spends
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextlib.contextmanager
+def load_benchmark(name: str) -> Iterator[types.ModuleType]:
+    """``benchmarks/<name>.py`` imported as a module, as when run as a script.
+
+    Its folder is on ``sys.path`` meanwhile (for its sibling modules), and the module
+    is registered in ``sys.modules`` (dataclasses look their module up).
+    """
+    spec = importlib.util.spec_from_file_location(
+        f"securefed_benchmark_{name}", BENCHMARKS / f"{name}.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="session")
+def benchmark_module() -> Callable[[str], contextlib.AbstractContextManager[types.ModuleType]]:
+    """:func:`load_benchmark`."""
+    return load_benchmark

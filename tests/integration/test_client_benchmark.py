@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from securefed.config import parse_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def client():
-    spec = importlib.util.spec_from_file_location(
-        "securefed_benchmark_client", ROOT / "benchmarks" / "client.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling modules, as when run as a script
-    try:
-        spec.loader.exec_module(module)
+def client(benchmark_module):
+    with benchmark_module("client") as module:
         yield module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def test_measure_and_render(client, tmp_path, ratings_writer):

@@ -103,7 +103,7 @@ def test_a_federation_with_genre_features_trains_within_budget_and_audits_clean(
 
 
 def test_a_resume_refuses_a_changed_catalogue_and_the_audit_flags_a_model_change(
-    movielens_dir, tmp_path
+    movielens_dir, tmp_path, crash
 ):
     from securefed.errors import ConfigError
     from securefed.ledger import EntryKind
@@ -114,18 +114,11 @@ def test_a_resume_refuses_a_changed_catalogue_and_the_audit_flags_a_model_change
         (folder / name).write_text((movielens_dir / name).read_text())
     config = _config(folder, rounds=3, item_features=["genres", "decade"])
     writer = IdentityKey.generate(DeterministicRandom(b"w" * 32))
-
-    class Crash(Exception):
-        pass
-
-    def crash(round_id):
-        if round_id == 2:
-            raise Crash
-
+    crashed, crash_after_spends = crash
     run_dir = tmp_path / "run"
-    with pytest.raises(Crash):
+    with pytest.raises(crashed):
         run_federation(config, out_dir=run_dir, rng=DeterministicRandom(bytes(32)),
-                       writer_key=writer, on_spent=crash)  # fmt: skip
+                       writer_key=writer, on_spent=crash_after_spends(2))  # fmt: skip
     # The same configuration, but one movie's public genres and year are edited.
     movies = (folder / "movies.csv").read_text().splitlines()
     movies[1] = "100,Movie 100 (1931),Western"

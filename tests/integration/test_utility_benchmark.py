@@ -7,11 +7,8 @@ the benchmark itself.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,23 +17,11 @@ from scipy.stats import norm
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def utility():
-    spec = importlib.util.spec_from_file_location(
-        "securefed_benchmark_utility", ROOT / "benchmarks" / "utility.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling modules, as when run as a script
-    try:
-        spec.loader.exec_module(module)
+def utility(benchmark_module):
+    with benchmark_module("utility") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 @pytest.fixture(scope="module")

@@ -122,21 +122,14 @@ def test_every_accountant_of_a_federation_is_the_configured_one(ratings_csv):
     assert fed.genesis_body()["protocol_versions"]["accounting_online"] == "pld"
 
 
-def test_a_resume_cannot_change_the_configuration(ratings_csv, tmp_path):
+def test_a_resume_cannot_change_the_configuration(ratings_csv, tmp_path, crash):
     sections = _sections(ratings_csv, "rdp")
     del sections["client_privacy"]
     writer = IdentityKey.generate(DeterministicRandom(b"w" * 32))
-
-    class Crash(Exception):
-        pass
-
-    def crash(round_id):
-        if round_id == 2:
-            raise Crash
-
-    with pytest.raises(Crash):
+    crashed, crash_after_spends = crash
+    with pytest.raises(crashed):
         run_federation(parse_config(sections), out_dir=tmp_path, rng=DeterministicRandom(bytes(32)),
-                       writer_key=writer, on_spent=crash)  # fmt: skip
+                       writer_key=writer, on_spent=crash_after_spends(2))  # fmt: skip
     size = (tmp_path / "ledger.db").stat().st_size
     changed = {**sections, "privacy": {**sections["privacy"], "accountant": "pld"}}
     with pytest.raises(ConfigError, match=r"privacy\.accountant"):
