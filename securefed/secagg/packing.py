@@ -18,9 +18,7 @@ import numpy.typing as npt
 from securefed.errors import ProtocolError
 from securefed.secagg.primitives import RingArray, ring_dtype
 
-__all__ = ["pack", "packed_size", "padded_length", "unpack", "unpack_add"]
-
-_GROUP = 64  # 64 values of b bits fill exactly b 64-bit words
+__all__ = ["PackedSum", "pack", "packed_size", "unpack"]
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -51,18 +49,13 @@ def pack(values: RingArray, bits: int) -> bytes:
     return words.astype(little, copy=False).tobytes()[: packed_size(count, bits)]
 
 
-def padded_length(count: int) -> int:
-    """Length of an accumulator for :func:`unpack_add`: ``count`` rounded up to 64."""
-    return -(-count // _GROUP) * _GROUP
-
-
 def _word_bits(bits: int) -> int:
     # Decode with 32-bit words when elements fit: half the column passes of 64-bit
     # words. The bit layout is the same either way (little-endian, LSB first).
     return 32 if bits <= 32 else 64
 
 
-def _check(data: bytes, bits: int, count: int) -> None:
+def _check(data: bytes | memoryview, bits: int, count: int) -> None:
     """Validate a packed vector's length and padding bits."""
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
@@ -73,7 +66,9 @@ def _check(data: bytes, bits: int, count: int) -> None:
         raise ProtocolError("packed vector has non-zero padding bits")
 
 
-def _checked_words(data: bytes, bits: int, count: int) -> npt.NDArray[np.unsignedinteger[Any]]:
+def _checked_words(
+    data: bytes | memoryview, bits: int, count: int
+) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Validate a packed vector and view it as words, one row of ``bits`` words per group."""
     _check(data, bits, count)
     width = _word_bits(bits)
@@ -106,39 +101,62 @@ def _strided(bits: int, count: int) -> bool:
     return count > 0 and bits + 8 - math.gcd(bits, 8) <= 64
 
 
-def _strided_columns(data: bytes, bits: int, count: int) -> tuple[int, Iterator[RingArray]]:
-    """Decode by byte-aligned strided loads: ``(g, columns)``, column ``k`` = elements ``k::g``.
+def _strided_loads(
+    data: bytes | memoryview, bits: int, count: int
+) -> Iterator[tuple[int, list[npt.NDArray[np.unsignedinteger[Any]]]]]:
+    """Byte-aligned strided word loads: per column ``k``, ``(shift, parts)``.
 
     Element ``i`` starts in byte ``(i*b) // 8`` at bit ``(i*b) % 8``; with
     ``g = 8 / gcd(b, 8)`` elements per ``g*b/8`` bytes, every ``g``-th element starts
-    at the same bit offset, so column ``k`` is one strided (unaligned) word load,
-    a shift and a mask: ``g`` vector passes instead of one per element of a word.
-    Needs ``b + 8 - gcd(b, 8) <= 64``. The caller has validated ``data``.
+    at the same bit offset, so column ``k`` (elements ``k::g``) is one strided,
+    unaligned load of little-endian words whose bits from ``shift`` up hold the
+    elements, followed by other bits above bit ``shift + b``. ``parts`` are that
+    load in order: the rows whose word lies inside ``data`` are read in place,
+    the last few from a zero-padded copy of the tail. Needs
+    ``b + 8 - gcd(b, 8) <= 64``. The caller has validated ``data``.
     """
     group = 8 // math.gcd(bits, 8)
     group_bytes = group * bits // 8
     groups = -(-count // group)
-    buffer = np.zeros(groups * group_bytes + 8, dtype=np.uint8)  # slack for the last load
-    buffer[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    layout = []
+    for k in range(group):
+        offset, shift = divmod(k * bits, 8)
+        word_type = "<u4" if shift + bits <= 32 else "<u8"
+        room = raw.size - offset - np.dtype(word_type).itemsize
+        inside = 0 if room < 0 else min(groups, room // group_bytes + 1)
+        layout.append((offset, shift, word_type, inside))
+    first = min(inside for *_, inside in layout)
+    tail = np.zeros((groups - first) * group_bytes + 8, dtype=np.uint8)
+    tail[: raw.size - first * group_bytes] = raw[first * group_bytes :]
+    for offset, shift, word_type, inside in layout:
+        parts = [
+            np.ndarray(
+                (rows,), dtype=word_type, buffer=buffer, offset=start, strides=(group_bytes,)
+            )
+            for rows, buffer, start in (
+                (inside, raw, offset),
+                (groups - inside, tail, (inside - first) * group_bytes + offset),
+            )
+            if rows
+        ]
+        yield shift, parts
+
+
+def _strided_columns(
+    data: bytes | memoryview, bits: int, count: int
+) -> tuple[int, Iterator[RingArray]]:
+    """Decode by strided loads: ``(g, columns)``, column ``k`` = elements ``k::g`` (see above)."""
 
     def columns() -> Iterator[RingArray]:
-        for k in range(group):
-            offset, shift = divmod(k * bits, 8)
-            word_type = np.uint32 if shift + bits <= 32 else np.uint64
-            word_bits = 8 * np.dtype(word_type).itemsize
-            loaded = np.ndarray(
-                (groups,),
-                dtype=np.dtype(word_type).newbyteorder("<"),
-                buffer=buffer,
-                offset=offset,
-                strides=(group_bytes,),
-            )
-            column = loaded >> word_type(shift)
-            if shift + bits != word_bits:
-                column &= word_type((1 << bits) - 1)
+        for shift, parts in _strided_loads(data, bits, count):
+            column = np.concatenate([part >> part.dtype.type(shift) for part in parts])
+            # (count > 0 here, so ``parts`` is never empty)
+            if shift + bits != 8 * column.itemsize:
+                column &= column.dtype.type((1 << bits) - 1)
             yield column
 
-    return group, columns()
+    return 8 // math.gcd(bits, 8), columns()
 
 
 def unpack(data: bytes, bits: int, count: int) -> RingArray:
@@ -161,30 +179,76 @@ def unpack(data: bytes, bits: int, count: int) -> RingArray:
     return values.reshape(-1)[:count]
 
 
-def unpack_add(data: bytes, bits: int, count: int, total: RingArray) -> None:
-    """Add the packed vector into ``total`` (modulo the word size) without materialising it.
+class PackedSum:
+    """The running sum, modulo ``2^bits``, of packed vectors of ``count`` elements.
+
+    The server's accumulator (§7): :meth:`add` decodes one packed vector straight
+    into the sum, so no client's vector is materialised on its own. Elements are
+    added modulo the word of :func:`ring_dtype` (``2^32`` or ``2^64``, which ``2^b``
+    divides) without first cutting each one to ``b`` bits: the bits a word load
+    picks up above an element are multiples of ``2^b`` and vanish in the one
+    reduction :meth:`total` makes. With strided decoding the sum is kept
+    column-major, one contiguous row per column of :func:`_strided_columns`, so
+    each add is a contiguous pass.
 
     Args:
-        data: a packed vector of ``count`` elements of ``bits`` bits.
-        bits: element width.
-        count: number of elements.
-        total: accumulator of :func:`padded_length` (``count``) elements of
-            :func:`ring_dtype` (``bits``); elements past ``count`` receive zeros.
-
-    Raises:
-        ProtocolError: wrong length or non-zero padding bits (``total`` unchanged).
+        bits: element width ``b`` (1 to 64).
+        count: elements per vector.
     """
-    _check(data, bits, count)
-    if total.shape != (padded_length(count),) or total.dtype != ring_dtype(bits):
-        raise ValueError("accumulator has the wrong shape or dtype")
-    if _strided(bits, count):
-        group, columns = _strided_columns(data, bits, count)
-        grid = total[: -(-count // group) * group].reshape(-1, group)
-        for k, column in enumerate(columns):
-            np.add(grid[:, k], column, out=grid[:, k], casting="unsafe")
-        return
-    words = _checked_words(data, bits, count)
-    width = _word_bits(bits)
-    grid = total[: words.shape[0] * width].reshape(-1, width)
-    for i, column in _columns(words, bits):
-        np.add(grid[:, i], column, out=grid[:, i], casting="unsafe")
+
+    __slots__ = ("_acc", "_bits", "_count", "_scratch", "_strided")
+
+    def __init__(self, bits: int, count: int) -> None:
+        if not 1 <= bits <= 64:
+            raise ValueError("bits must be in [1, 64]")
+        if count < 0:
+            raise ValueError("count must be non-negative")
+        self._bits = bits
+        self._count = count
+        self._strided = _strided(bits, count)
+        dtype = ring_dtype(bits)
+        self._scratch: dict[int, npt.NDArray[np.unsignedinteger[Any]]] = {}
+        if self._strided:
+            group = 8 // math.gcd(bits, 8)
+            groups = -(-count // group)
+            self._acc: RingArray = np.zeros((group, groups), dtype=dtype)
+            self._scratch = {4: np.empty(groups, np.uint32), 8: np.empty(groups, np.uint64)}
+        else:
+            width = _word_bits(bits)
+            self._acc = np.zeros((-(-count // width), width), dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"PackedSum(bits={self._bits}, count={self._count})"
+
+    def add(self, data: bytes | memoryview) -> None:
+        """Add one packed vector.
+
+        Raises:
+            ProtocolError: wrong length or non-zero padding bits (the sum is unchanged).
+        """
+        bits, count = self._bits, self._count
+        _check(data, bits, count)
+        if self._strided:
+            for k, (shift, parts) in enumerate(_strided_loads(data, bits, count)):
+                start = 0
+                for loaded in parts:
+                    row = self._acc[k, start : start + loaded.size]
+                    start += loaded.size
+                    if shift:
+                        scratch = self._scratch[loaded.itemsize][: loaded.size]
+                        np.right_shift(loaded, loaded.dtype.type(shift), out=scratch)
+                        np.add(row, scratch, out=row, casting="unsafe")
+                    else:
+                        np.add(row, loaded, out=row, casting="unsafe")
+            return
+        words = _checked_words(data, bits, count)
+        for i, column in _columns(words, bits):
+            np.add(self._acc[:, i], column, out=self._acc[:, i], casting="unsafe")
+
+    def total(self) -> RingArray:
+        """The sum so far, ``count`` elements in order, reduced modulo ``2^bits`` (a new array)."""
+        grid = self._acc.T if self._strided else self._acc
+        out: RingArray = grid.reshape(-1)[: self._count].copy()
+        if self._bits not in (32, 64):
+            out &= out.dtype.type((1 << self._bits) - 1)
+        return out

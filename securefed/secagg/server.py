@@ -14,7 +14,6 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from securefed.errors import (
@@ -39,7 +38,7 @@ from securefed.secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
-from securefed.secagg.packing import packed_size, padded_length, unpack_add
+from securefed.secagg.packing import PackedSum, packed_size
 from securefed.secagg.primitives import (
     MaskExpander,
     RingArray,
@@ -121,7 +120,7 @@ class SecAggServer:
         self._u4: dict[int, bytes] = {}
         self._consistency_prefix = b""
         self._unmask_from: set[int] = set()
-        self._sum: RingArray | None = None
+        self._sum: PackedSum | None = None
         self._received: set[int] = set()
         self._points: dict[int, list[tuple[int, int]]] = {}
 
@@ -254,8 +253,8 @@ class SecAggServer:
         if len(message.payload) != packed_size(count, bits):
             raise ProtocolError("masked input has the wrong size")
         if self._sum is None:
-            self._sum = np.zeros(padded_length(count), dtype=ring_dtype(bits))
-        unpack_add(message.payload, bits, count, self._sum)  # validates before adding
+            self._sum = PackedSum(bits, count)
+        self._sum.add(message.payload)  # validates before adding
         self._received.add(message.sender)
 
     def close_masked_input(self) -> SurvivorList:
@@ -372,7 +371,7 @@ class SecAggServer:
                 raise IntegrityError() from None
 
         try:
-            total = self._unmask(self._sum[:count].copy(), recover, count, bits)
+            total = self._unmask(self._sum.total(), recover, count, bits)
         except IntegrityError:
             self._abort("a reconstructed secret failed its check")
             raise

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from securefed.errors import ProtocolError
-from securefed.secagg.packing import pack, packed_size, padded_length, unpack, unpack_add
+from securefed.secagg.packing import PackedSum, pack, packed_size, unpack
 from securefed.secagg.primitives import ring_dtype
 
 BITS = [1, 2, 3, 7, 8, 12, 16, 26, 31, 32, 33, 48, 63, 64]
@@ -89,19 +89,35 @@ def _reference_unpack(data: bytes, bits: int, count: int) -> list[int]:
 
 @pytest.mark.parametrize("bits", range(1, 65))
 @pytest.mark.parametrize("count", [1, 7, 9, 65, 131])
-def test_unpack_and_unpack_add_match_the_bitstream_for_every_width(bits, count):
+def test_unpack_and_packed_sum_match_the_bitstream_for_every_width(bits, count):
     # Covers both decoding paths (strided byte loads for most widths, word columns
     # for b in {59, 61, 62, 63}) against a reference that shares no code with them.
-    values = _values(bits, count, seed=bits * 7 + count)
-    data = pack(values, bits)
-    expected = _reference_unpack(data, bits, count)
-    assert [int(v) for v in values] == expected
-    assert [int(v) for v in unpack(data, bits, count)] == expected
-    total = np.zeros(padded_length(count), dtype=ring_dtype(bits))
-    offset = np.arange(total.size, dtype=total.dtype)
-    total += offset
-    unpack_add(data, bits, count, total)
-    word = 1 << (8 * total.itemsize)
-    sums = [(e + i) % word for i, e in enumerate(expected)]
-    assert [int(v) for v in total[:count]] == sums
-    assert [int(v) for v in total[count:]] == list(range(count, total.size))
+    # Three all-ones vectors are summed too: every word load then carries set bits
+    # of the neighbouring elements above bit b, which the sum must cancel exactly.
+    vectors = [_values(bits, count, seed=bits * 7 + count + j) for j in range(3)]
+    vectors += [np.full(count, (1 << bits) - 1, dtype=ring_dtype(bits))] * 3
+    expected_sum = [0] * count
+    summed = PackedSum(bits, count)
+    for values in vectors:
+        data = pack(values, bits)
+        expected = _reference_unpack(data, bits, count)
+        assert [int(v) for v in values] == expected
+        assert [int(v) for v in unpack(data, bits, count)] == expected
+        summed.add(data)
+        expected_sum = [(a + e) % (1 << bits) for a, e in zip(expected_sum, expected, strict=True)]
+    total = summed.total()
+    assert total.dtype == ring_dtype(bits)
+    assert [int(v) for v in total] == expected_sum
+    assert [int(v) for v in summed.total()] == expected_sum  # total() does not disturb the sum
+
+
+def test_packed_sum_rejects_a_bad_vector_and_keeps_its_sum():
+    summed = PackedSum(3, 3)
+    summed.add(b"\xdd\x01")  # 5, 3, 7
+    for bad in (b"\xdd\x03", b"\xdd", b"\xdd\x01\x00"):
+        with pytest.raises(ProtocolError):
+            summed.add(bad)
+    assert [int(v) for v in summed.total()] == [5, 3, 7]
+    assert "PackedSum(bits=3, count=3)" == repr(summed)
+    with pytest.raises(ValueError, match="bits"):
+        PackedSum(65, 3)
