@@ -167,7 +167,7 @@ def run_secagg_round(
                 masked = MaskedInput.from_bytes(data)
                 report.payload_bytes[cid] = len(masked.payload)
                 if keep_server_view:
-                    report.server_view[cid] = masked.payload
+                    report.server_view[cid] = bytes(masked.payload)
                 on_server(receive, server.receive_masked_input, MaskedInput, data)
         survivors = on_server(server.close_masked_input)
 

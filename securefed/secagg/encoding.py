@@ -48,7 +48,7 @@ class Writer:
         self._parts.append(bytes(data))
         return self
 
-    def var(self, data: bytes) -> Writer:
+    def var(self, data: bytes | memoryview) -> Writer:
         """Append a u32 length prefix and the bytes."""
         self.u32(len(data))
         self._parts.append(bytes(data))
@@ -66,12 +66,13 @@ class Writer:
 class Reader:
     """Cursor over an encoded message; every failure is a :class:`ProtocolError`."""
 
-    __slots__ = ("_data", "_pos")
+    __slots__ = ("_data", "_pos", "_view")
 
     def __init__(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ProtocolError("message must be bytes")
         self._data = bytes(data)
+        self._view = memoryview(self._data)
         self._pos = 0
 
     def _take(self, n: int) -> bytes:
@@ -104,6 +105,19 @@ class Reader:
         if length > max_length:
             raise ProtocolError("field is longer than allowed")
         return self._take(length)
+
+    def var_view(self) -> memoryview:
+        """Read a u32-length-prefixed byte string as a read-only view (no copy).
+
+        For bulk fields such as a masked vector: the view keeps the whole message alive.
+        """
+        length = self.u32()
+        end = self._pos + length
+        if end > len(self._data):
+            raise ProtocolError("message is truncated")
+        view = self._view[self._pos : end]
+        self._pos = end
+        return view
 
     def text(self, max_length: int = 1 << 16) -> str:
         """Read UTF-8 text."""

@@ -211,14 +211,15 @@ class MaskedInput(Message):
 
     TYPE: ClassVar[MessageType] = MessageType.MASKED_INPUT
     sender: int
-    payload: bytes = field(repr=False)
+    payload: bytes | memoryview = field(repr=False)
+    """The packed vector; decoding gives a read-only view into the received message."""
 
     def _encode_body(self, w: Writer) -> None:
         w.u32(self.sender).var(self.payload)
 
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> MaskedInput:
-        return cls(context_digest=context_digest, sender=r.u32(), payload=r.var())
+        return cls(context_digest=context_digest, sender=r.u32(), payload=r.var_view())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

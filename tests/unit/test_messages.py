@@ -149,3 +149,18 @@ def test_wrong_field_length_cannot_be_encoded():
     bad = MaskedInput(context_digest=DIGEST[:31], sender=1, payload=b"")
     with pytest.raises(ValueError, match="expected 32 bytes"):
         bad.to_bytes()
+
+
+def test_masked_payload_is_a_read_only_view_of_a_private_copy():
+    # The masked vector is decoded without a copy, as a view into the message the
+    # decoder holds; changing the caller's buffer afterwards cannot change it, and
+    # nothing can write through it.
+    message = MaskedInput(context_digest=DIGEST, sender=4, payload=bytes(range(200)))
+    received = bytearray(message.to_bytes())
+    decoded = MaskedInput.from_bytes(received)
+    received[-1] ^= 0xFF
+    assert decoded.payload == bytes(range(200))
+    assert decoded == message
+    assert isinstance(decoded.payload, memoryview) and decoded.payload.readonly
+    with pytest.raises(TypeError):
+        decoded.payload[0] = 1  # type: ignore[index]
