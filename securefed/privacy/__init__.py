@@ -1,4 +1,11 @@
-"""Differential privacy: events, accounting, and CSPRNG noise and sampling."""
+"""Differential privacy: events, accounting, and CSPRNG noise and sampling.
+
+The noise and sampling names load :mod:`securefed.privacy.noise` (and with it
+torch) on first use, so configuration, accounting and secure aggregation import
+without torch.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from securefed.privacy.accountant import (
     Budget,
@@ -26,7 +33,20 @@ from securefed.privacy.events import (
     SelfComposedEvent,
     to_dp_accounting,
 )
-from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, poisson_sample
+
+if TYPE_CHECKING:
+    from securefed.privacy.noise import CsprngStream, SecureGaussianNoise, poisson_sample
+
+_NOISE = frozenset({"CsprngStream", "SecureGaussianNoise", "poisson_sample"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NOISE:
+        from securefed.privacy import noise
+
+        return getattr(noise, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ONLINE_DEFAULT",
