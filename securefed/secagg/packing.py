@@ -55,26 +55,38 @@ def _word_bits(bits: int) -> int:
     return 32 if bits <= 32 else 64
 
 
-def _check(data: bytes | memoryview, bits: int, count: int) -> None:
-    """Validate a packed vector's length and padding bits."""
+def _check(data: bytes | memoryview, bits: int, count: int) -> memoryview:
+    """Validate a packed vector's length and padding bits; return it as a byte view.
+
+    Any contiguous buffer is read as its bytes (a memoryview of another item size
+    is measured in bytes, not items).
+    """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
-    if len(data) != packed_size(count, bits):
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise ProtocolError("packed vector must be bytes") from None
+    if not view.c_contiguous:
+        raise ProtocolError("packed vector is not contiguous")
+    view = view.cast("B")
+    if view.nbytes != packed_size(count, bits):
         raise ProtocolError("packed vector has the wrong length")
     total_bits = count * bits
-    if total_bits % 8 and data[-1] >> (total_bits % 8):
+    if total_bits % 8 and view[-1] >> (total_bits % 8):
         raise ProtocolError("packed vector has non-zero padding bits")
+    return view
 
 
 def _checked_words(
     data: bytes | memoryview, bits: int, count: int
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Validate a packed vector and view it as words, one row of ``bits`` words per group."""
-    _check(data, bits, count)
+    view = _check(data, bits, count)
     width = _word_bits(bits)
     groups = -(-count // width)
     words = np.zeros(groups * bits, dtype="<u4" if width == 32 else "<u8")
-    words.view(np.uint8)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    words.view(np.uint8)[: view.nbytes] = np.frombuffer(view, dtype=np.uint8)
     return words.reshape(groups, bits)
 
 
@@ -102,7 +114,7 @@ def _strided(bits: int, count: int) -> bool:
 
 
 def _strided_loads(
-    data: bytes | memoryview, bits: int, count: int
+    data: memoryview, bits: int, count: int
 ) -> Iterator[tuple[int, list[npt.NDArray[np.unsignedinteger[Any]]]]]:
     """Byte-aligned strided word loads: per column ``k``, ``(shift, parts)``.
 
@@ -113,7 +125,7 @@ def _strided_loads(
     elements, followed by other bits above bit ``shift + b``. ``parts`` are that
     load in order: the rows whose word lies inside ``data`` are read in place,
     the last few from a zero-padded copy of the tail. Needs
-    ``b + 8 - gcd(b, 8) <= 64``. The caller has validated ``data``.
+    ``b + 8 - gcd(b, 8) <= 64``. ``data`` is the byte view :func:`_check` returned.
     """
     group = 8 // math.gcd(bits, 8)
     group_bytes = group * bits // 8
@@ -143,9 +155,7 @@ def _strided_loads(
         yield shift, parts
 
 
-def _strided_columns(
-    data: bytes | memoryview, bits: int, count: int
-) -> tuple[int, Iterator[RingArray]]:
+def _strided_columns(data: memoryview, bits: int, count: int) -> tuple[int, Iterator[RingArray]]:
     """Decode by strided loads: ``(g, columns)``, column ``k`` = elements ``k::g`` (see above)."""
 
     def columns() -> Iterator[RingArray]:
@@ -159,15 +169,14 @@ def _strided_columns(
     return 8 // math.gcd(bits, 8), columns()
 
 
-def unpack(data: bytes, bits: int, count: int) -> RingArray:
+def unpack(data: bytes | memoryview, bits: int, count: int) -> RingArray:
     """Inverse of :func:`pack`.
 
     Raises:
         ProtocolError: wrong length or non-zero padding bits.
     """
     if _strided(bits, count):
-        _check(data, bits, count)
-        group, columns = _strided_columns(data, bits, count)
+        group, columns = _strided_columns(_check(data, bits, count), bits, count)
         values = np.empty((-(-count // group), group), dtype=ring_dtype(bits))
         for k, column in enumerate(columns):
             values[:, k] = column
@@ -227,9 +236,9 @@ class PackedSum:
             ProtocolError: wrong length or non-zero padding bits (the sum is unchanged).
         """
         bits, count = self._bits, self._count
-        _check(data, bits, count)
         if self._strided:
-            for k, (shift, parts) in enumerate(_strided_loads(data, bits, count)):
+            view = _check(data, bits, count)
+            for k, (shift, parts) in enumerate(_strided_loads(view, bits, count)):
                 start = 0
                 for loaded in parts:
                     row = self._acc[k, start : start + loaded.size]

@@ -38,7 +38,7 @@ from securefed.secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
-from securefed.secagg.packing import PackedSum, packed_size
+from securefed.secagg.packing import PackedSum
 from securefed.secagg.primitives import (
     MaskExpander,
     RingArray,
@@ -226,6 +226,8 @@ class SecAggServer:
                 if receiver in inbox:
                     inbox[receiver].append((sender, ciphertext))
         self._shares_in = {}
+        p = self.context.params
+        self._sum = PackedSum(p.ring_bits, p.vector_length + 1)
         self.stage = ServerStage.MASKED_INPUT
         return {
             u: ShareDelivery(context_digest=self._digest, receiver=u, ciphertexts=tuple(cts))
@@ -247,14 +249,9 @@ class SecAggServer:
         self._check(message.context_digest)
         if message.sender not in self._u2 or message.sender in self._received:
             raise ProtocolError("masked input from a client outside U2, or twice")
-        p = self.context.params
-        bits = p.ring_bits
-        count = p.vector_length + 1
-        if len(message.payload) != packed_size(count, bits):
-            raise ProtocolError("masked input has the wrong size")
         if self._sum is None:
-            self._sum = PackedSum(bits, count)
-        self._sum.add(message.payload)  # validates before adding
+            raise ProtocolError("the masked-input stage is not open")
+        self._sum.add(message.payload)  # length and padding checked before adding
         self._received.add(message.sender)
 
     def close_masked_input(self) -> SurvivorList:

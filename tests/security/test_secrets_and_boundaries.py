@@ -243,6 +243,25 @@ def test_server_rejects_wrong_stage_context_and_duplicates(helpers, manual_round
     rnd.deliveries = server.close_share_keys()
 
     masked = {c: rnd.clients[c].masked_input(rnd.deliveries[c], rnd.inputs[c]) for c in fed.ids}
+    # Payloads rejected before any input arrived, each measured in bytes, not items:
+    # a uint16 view with as many items as the payload has bytes (twice too long, and
+    # its real last payload byte has a padding bit set), a non-contiguous view, and
+    # something that is not a buffer at all.
+    payload = bytes(masked[1].payload)
+    assert (len(payload) * 8) % ctx.params.ring_bits  # the last byte has padding bits
+    doubled = bytearray(2 * len(payload))
+    doubled[: len(payload)] = payload
+    doubled[len(payload) - 1] |= 0x80
+    wide = memoryview(np.frombuffer(bytes(doubled), dtype=np.uint16))
+    assert len(wide) == len(payload)
+    bad_payloads = [
+        wide,
+        memoryview(bytes(x for b in payload for x in (b, 0)))[::2],
+        [int(b) for b in payload],
+    ]
+    for bad in bad_payloads:
+        with pytest.raises(ProtocolError):
+            server.receive_masked_input(dataclasses.replace(masked[1], payload=bad))
     server.receive_masked_input(masked[1])
     with pytest.raises(ProtocolError):
         server.receive_masked_input(masked[1])  # duplicate: not added twice

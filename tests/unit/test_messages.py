@@ -161,6 +161,7 @@ def test_masked_payload_is_a_read_only_view_of_a_private_copy():
     received[-1] ^= 0xFF
     assert decoded.payload == bytes(range(200))
     assert decoded == message
-    assert isinstance(decoded.payload, memoryview) and decoded.payload.readonly
+    assert isinstance(decoded.payload, memoryview)
+    assert decoded.payload.readonly
     with pytest.raises(TypeError):
         decoded.payload[0] = 1  # type: ignore[index]

@@ -118,6 +118,25 @@ def test_packed_sum_rejects_a_bad_vector_and_keeps_its_sum():
         with pytest.raises(ProtocolError):
             summed.add(bad)
     assert [int(v) for v in summed.total()] == [5, 3, 7]
-    assert "PackedSum(bits=3, count=3)" == repr(summed)
+    assert repr(summed) == "PackedSum(bits=3, count=3)"
     with pytest.raises(ValueError, match="bits"):
         PackedSum(65, 3)
+
+
+def test_any_contiguous_buffer_is_read_as_its_bytes():
+    # 4 values of 4 bits = 2 bytes: a uint16 view of them is one item but two bytes.
+    values = np.array([1, 2, 3, 4], dtype=np.uint32)
+    data = pack(values, 4)
+    one_item = memoryview(np.frombuffer(data, dtype=np.uint16))
+    assert len(one_item) == 1
+    np.testing.assert_array_equal(unpack(one_item, 4, 4), values)
+    summed = PackedSum(4, 4)
+    summed.add(one_item)
+    summed.add(memoryview(data))
+    np.testing.assert_array_equal(summed.total(), 2 * values)
+    for bad in (memoryview(data + data)[::2], "ab", 12):
+        with pytest.raises(ProtocolError):
+            summed.add(bad)  # type: ignore[arg-type]
+        with pytest.raises(ProtocolError):
+            unpack(bad, 4, 4)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(summed.total(), 2 * values)
