@@ -668,6 +668,13 @@ class Federation:
         if report.result is None:
             self._send_head()
             return report, refused, 0.0, len(cohort)
+        if report.result.inconsistent_shares:
+            logger.warning(
+                "round %d: shares off their owner's polynomial were corrected; "
+                "(owner, holder) pairs: %s",
+                round_id,
+                list(report.result.inconsistent_shares),
+            )
         outcome = c.apply(round_id, report.result)
         if self.checkpoint_path is not None:
             _write_checkpoint(self, self.checkpoint_path, round_id)

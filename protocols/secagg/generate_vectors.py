@@ -68,6 +68,7 @@ from securefed.secagg.server import SecAggServer
 from securefed.secagg.shamir import (
     FIELD_PRIME,
     SHARE_BYTES,
+    correct,
     decode_share_value,
     encode_share_value,
     reconstruct,
@@ -581,6 +582,7 @@ def share_encryption_vectors() -> dict[str, Any]:
 def shamir_vectors() -> dict[str, Any]:
     """Shamir split with a fixed rng, reconstruction from t-subsets, and must-fail cases."""
     rng = DeterministicRandom(seed("shamir"))
+    errors = DeterministicRandom(seed("shamir-correct"))  # apart, so older cases stay put
     commitment_digest = rng.random_bytes(32)
     valid: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
@@ -603,17 +605,45 @@ def shamir_vectors() -> dict[str, Any]:
         for subset in subsets:
             got = reconstruct([(x, by_x[x]) for x in subset], threshold=t)
             _check(got == secret, f"{name} subset {subset}")
-        valid.append(
-            {
-                "name": name,
-                "secret": secret.hex(),
-                "xs": xs,
-                "threshold": t,
-                "rng_seed": split_seed.hex(),
-                "shares": [encode_share_value(y).hex() for y in shares],
-                "reconstruct_from": subsets,
+        case: dict[str, Any] = {
+            "name": name,
+            "secret": secret.hex(),
+            "xs": xs,
+            "threshold": t,
+            "rng_seed": split_seed.hex(),
+            "shares": [encode_share_value(y).hex() for y in shares],
+            "reconstruct_from": subsets,
+        }
+        radius = (len(xs) - t) // 2
+        if radius:
+            # The first `radius` shares made wrong (+ a fixed offset): still decoded.
+            offset = 1 + int.from_bytes(errors.random_bytes(32), "big") % (FIELD_PRIME - 1)
+            wrong_xs = xs[:radius]
+            points = [
+                (x, (by_x[x] + offset) % FIELD_PRIME if x in wrong_xs else by_x[x]) for x in xs
+            ]
+            _check(correct(points, threshold=t) == (secret, tuple(wrong_xs)), f"{name} correct")
+            case["correct"] = {
+                "points": [[x, encode_share_value(y).hex()] for x, y in points],
+                "wrong_xs": wrong_xs,
             }
-        )
+            # One more wrong share, by an independent offset (equal or proportional
+            # offsets can land on another codeword, which only the commitment catches).
+            extra = 1 + int.from_bytes(errors.random_bytes(32), "big") % (FIELD_PRIME - 1)
+            beyond = [
+                (x, (y + extra) % FIELD_PRIME) if x == xs[radius] else (x, y) for x, y in points
+            ]
+            _expect_error(ProtocolError, lambda b=beyond, t=t: correct(b, threshold=t), name)
+            invalid.append(
+                {
+                    "name": f"{name}-one-wrong-share-beyond-the-radius",
+                    "kind": "correct",
+                    "threshold": t,
+                    "points": [[x, encode_share_value(y).hex()] for x, y in beyond],
+                    "error": "ProtocolError",
+                }
+            )
+        valid.append(case)
         below = [(x, by_x[x]) for x in xs[: t - 1]]
         if t > 1:
             _expect_error(
@@ -673,7 +703,11 @@ def shamir_vectors() -> dict[str, Any]:
         "securefed.secagg.shamir.split(secret, xs=xs, threshold=threshold, "
         "rng=DeterministicRandom(rng_seed)), each encoded as 33 big-endian bytes; "
         "reconstruct(points, threshold=t) returns the secret from every subset in "
-        "reconstruct_from. invalid: kind=reconstruct must raise `error` (t-1 points); "
+        "reconstruct_from; where present, shamir.correct(correct.points, threshold=t) "
+        "returns (secret, correct.wrong_xs) (Gao decoding, up to (m - t) // 2 wrong "
+        "shares). invalid: kind=reconstruct must raise `error` (t-1 points); "
+        "kind=correct: shamir.correct(points, threshold) must raise `error` (one wrong "
+        "share more than the radius); "
         "kind=decode: shamir.decode_share_value(value) must raise `error`; "
         "kind=commitment: the points (one share +1 mod p) reconstruct to `reconstructed`, "
         "whose derive.seed_commitment(commitment_context_digest, commitment_owner, "

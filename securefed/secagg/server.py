@@ -49,7 +49,7 @@ from securefed.secagg.primitives import (
     x25519_usable,
 )
 from securefed.secagg.roster import Roster
-from securefed.secagg.shamir import decode_share_value, lagrange_at_zero, reconstruct
+from securefed.secagg.shamir import correct, decode_share_value, lagrange_at_zero, reconstruct
 
 __all__ = ["AggregateResult", "SecAggServer", "ServerStage"]
 
@@ -75,12 +75,16 @@ class AggregateResult:
         survivors: U3, the clients whose inputs are in the sum.
         dropped: per stage, the clients that dropped there.
         graph: the graph parameters the round used.
+        inconsistent_shares: ``(owner, holder)`` pairs whose revealed share lay off
+            the owner's sharing polynomial and was corrected away (§7 step 5):
+            either the holder revealed a wrong value or the owner dealt it one.
     """
 
     total: RingArray = field(repr=False)
     survivors: tuple[int, ...]
     dropped: dict[str, tuple[int, ...]]
     graph: GraphParameters
+    inconsistent_shares: tuple[tuple[int, int], ...] = ()
 
 
 def _require_masked(update: object) -> MaskedInput:
@@ -123,6 +127,7 @@ class SecAggServer:
         self._sum: PackedSum | None = None
         self._received: set[int] = set()
         self._points: dict[int, list[tuple[int, int]]] = {}
+        self._point_holder: dict[tuple[int, int], int] = {}
 
     def __repr__(self) -> str:
         return f"SecAggServer(round={self.context.round_id}, stage={self.stage.value})"
@@ -144,6 +149,7 @@ class SecAggServer:
         self.stage = ServerStage.ABORTED
         self._sum = None
         self._points = {}
+        self._point_holder = {}
         return InsufficientSharesError(f"round aborted: {reason}")
 
     # -- stage 0 ---------------------------------------------------------------------------
@@ -333,6 +339,7 @@ class SecAggServer:
             seen.add(owner)
         for owner, x, y in accepted:
             self._points.setdefault(owner, []).append((x, y))
+            self._point_holder[owner, x] = sender
         self._unmask_from.add(sender)
 
     def finalize(self) -> AggregateResult:
@@ -355,17 +362,30 @@ class SecAggServer:
         bits = p.ring_bits
         count = p.vector_length + 1
         coefficient_cache: dict[tuple[int, ...], list[int]] = {}
+        inconsistent: list[tuple[int, int]] = []
 
-        def recover(owner: int) -> bytes:
-            points = sorted(self._points[owner])[:t]
-            xs = tuple(x for x, _ in points)
+        def recover(owner: int, valid: Callable[[bytes], bool]) -> bytes:
+            points = sorted(self._points[owner])
+            first = points[:t]
+            xs = tuple(x for x, _ in first)
             lam = coefficient_cache.get(xs)
             if lam is None:
                 lam = coefficient_cache[xs] = lagrange_at_zero(xs)
             try:
-                return reconstruct(points, threshold=t, coefficients=lam)
+                secret = reconstruct(first, threshold=t, coefficients=lam)
+                if valid(secret):
+                    return secret
             except ProtocolError:
-                raise IntegrityError() from None
+                pass
+            if len(points) > t:  # redundant shares: decode around the wrong ones
+                try:
+                    secret, wrong = correct(points, threshold=t)
+                except ProtocolError:
+                    raise IntegrityError() from None
+                if valid(secret):
+                    inconsistent.extend((owner, self._point_holder[owner, x]) for x in wrong)
+                    return secret
+            raise IntegrityError()
 
         try:
             total = self._unmask(self._sum.total(), recover, count, bits)
@@ -382,33 +402,54 @@ class SecAggServer:
         }
         self._sum = None
         self._points = {}
+        self._point_holder = {}
         self.stage = ServerStage.DONE
-        return AggregateResult(total=total, survivors=self._u3, dropped=dropped, graph=graph)
+        return AggregateResult(
+            total=total,
+            survivors=self._u3,
+            dropped=dropped,
+            graph=graph,
+            inconsistent_shares=tuple(sorted(inconsistent)),
+        )
+
+    def _matches_commitment(self, owner: int) -> Callable[[bytes], bool]:
+        """Whether a self-mask seed matches ``owner``'s signed commitment."""
+        commitment = self._ads[owner].seed_commitment
+
+        def valid(seed: bytes) -> bool:
+            return ct_equal(derive.seed_commitment(self._digest, owner, seed), commitment)
+
+        return valid
+
+    def _matches_mask_key(self, owner: int) -> Callable[[bytes], bool]:
+        """Whether a mask private key matches ``owner``'s signed mask public key."""
+        mask_key = self._ads[owner].mask_key
+
+        def valid(raw: bytes) -> bool:
+            return ct_equal(x25519_public(raw), mask_key)
+
+        return valid
 
     def _unmask(
         self,
         total: RingArray,
-        recover: Callable[[int], bytes],
+        recover: Callable[[int, Callable[[bytes], bool]], bytes],
         count: int,
         bits: int,
     ) -> RingArray:
-        """Remove every self mask and every mask shared with a dropped client (§3.6)."""
+        """Remove every self mask and every mask shared with a dropped client (§3.6).
+
+        ``recover(owner, valid)`` returns the owner's secret that ``valid`` accepts
+        (its signed commitment or public key) or raises :class:`IntegrityError`.
+        """
         survivors = set(self._u3)
         expander = MaskExpander(count, bits)
         for owner in self._u3:
-            seed = recover(owner)
-            if not ct_equal(
-                derive.seed_commitment(self._digest, owner, seed),
-                self._ads[owner].seed_commitment,
-            ):
-                raise IntegrityError()
-            total -= expander.expand(seed)
+            total -= expander.expand(recover(owner, self._matches_commitment(owner)))
         for owner in self._u2:
             if owner in survivors:
                 continue
-            raw = recover(owner)
-            if not ct_equal(x25519_public(raw), self._ads[owner].mask_key):
-                raise IntegrityError()
+            raw = recover(owner, self._matches_mask_key(owner))
             private = X25519PrivateKey.from_private_bytes(raw)
             for peer in self._neighbours[owner]:
                 if peer not in survivors:

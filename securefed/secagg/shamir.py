@@ -7,7 +7,9 @@ The prime's primality is checked by the test suite with an independent library.
 
 Reconstruction from exactly ``t`` points always yields *some* value, so the
 shares alone cannot show tampering: callers check a reconstructed secret against
-a signed public key or commitment.
+a signed public key or commitment. With more than ``t`` points the shares form a
+Reed-Solomon codeword, and :func:`correct` recovers the secret despite up to
+``(m - t) / 2`` wrong ones among ``m`` (Gao's decoder), naming them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from securefed.randomness import RandomSource
 __all__ = [
     "FIELD_PRIME",
     "SHARE_BYTES",
+    "correct",
     "decode_share_value",
     "encode_share_value",
     "lagrange_at_zero",
@@ -153,6 +156,116 @@ def reconstruct(
     if value >> (8 * SECRET_BYTES):
         raise ProtocolError("reconstructed value is out of range")
     return value.to_bytes(SECRET_BYTES, "big")
+
+
+Polynomial = list[int]
+"""Coefficients over GF(p), lowest degree first, no trailing zeros (``[]`` is 0)."""
+
+
+def _trim(a: Polynomial) -> Polynomial:
+    while a and not a[-1]:
+        a.pop()
+    return a
+
+
+def _sub(a: Polynomial, b: Polynomial) -> Polynomial:
+    p = FIELD_PRIME
+    out = a + [0] * (len(b) - len(a))
+    for i, c in enumerate(b):
+        out[i] = (out[i] - c) % p
+    return _trim(out)
+
+
+def _mul(a: Polynomial, b: Polynomial) -> Polynomial:
+    p = FIELD_PRIME
+    if not a or not b:
+        return []
+    out = [0] * (len(a) + len(b) - 1)
+    for i, c in enumerate(a):
+        if c:
+            for j, d in enumerate(b):
+                out[i + j] += c * d
+    return _trim([c % p for c in out])
+
+
+def _divmod(a: Polynomial, b: Polynomial) -> tuple[Polynomial, Polynomial]:
+    p = FIELD_PRIME
+    lead = pow(b[-1], -1, p)
+    rest = list(a)
+    quotient = [0] * max(len(a) - len(b) + 1, 0)
+    for shift in range(len(a) - len(b), -1, -1):
+        c = rest[shift + len(b) - 1] * lead % p
+        quotient[shift] = c
+        if c:
+            for j, d in enumerate(b):
+                rest[shift + j] = (rest[shift + j] - c * d) % p
+    return _trim(quotient), _trim(rest[: len(b) - 1])
+
+
+def _evaluate(a: Polynomial, x: int) -> int:
+    acc = 0
+    for c in reversed(a):
+        acc = (acc * x + c) % FIELD_PRIME
+    return acc
+
+
+def correct(points: Iterable[tuple[int, int]], *, threshold: int) -> tuple[bytes, tuple[int, ...]]:
+    """Recover the secret from ``m >= t`` points of which up to ``(m - t) // 2`` are wrong.
+
+    Gao's Reed-Solomon decoder (S. Gao, "A new algorithm for decoding Reed-Solomon
+    codes", 2003): ``g0 = prod (X - x_i)``, ``g1`` interpolates every point, the
+    extended Euclidean algorithm on ``(g0, g1)`` stops at the first remainder ``g``
+    of degree below ``(m + t) / 2`` with ``u g0 + v g1 = g``, and the sharing
+    polynomial is ``g / v``. O(m^2) field operations. The caller must still check
+    the secret against its commitment: beyond the decoding radius a wrong
+    polynomial may be returned.
+
+    Returns:
+        The secret and the ``x``-coordinates of the points off its polynomial.
+
+    Raises:
+        InsufficientSharesError: fewer than ``threshold`` points.
+        ProtocolError: too many wrong points to decode, or a secret out of range.
+    """
+    chosen = sorted(points)
+    m, k = len(chosen), threshold
+    if m < k:
+        raise InsufficientSharesError("not enough shares to reconstruct")
+    xs = [x for x, _ in chosen]
+    if len(set(xs)) != m or any(not 0 < x < FIELD_PRIME for x in xs):
+        raise ValueError("points must have distinct non-zero x-coordinates")
+    p = FIELD_PRIME
+    g0: Polynomial = [1]
+    for x in xs:
+        g0 = _mul(g0, [-x % p, 1])
+    # g1 = sum_i y_i / g0'(x_i) * g0 / (X - x_i), each quotient by synthetic division.
+    weights = _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs])
+    g1 = [0] * m
+    for (xi, yi), wi in zip(chosen, weights, strict=True):
+        scale = yi * wi % p
+        carry = 0
+        for j in range(m, 0, -1):  # g0 / (X - xi): coefficients m-1 .. 0
+            carry = (g0[j] + carry * xi) % p
+            g1[j - 1] += scale * carry
+    r0, r1 = g0, _trim([c % p for c in g1])
+    v0: Polynomial = []
+    v1: Polynomial = [1]
+    while r1 and 2 * (len(r1) - 1) >= m + k:
+        q, r = _divmod(r0, r1)
+        r0, r1 = r1, r
+        v0, v1 = v1, _sub(v0, _mul(q, v1))
+    if not v1:
+        raise ProtocolError("too many wrong shares to correct")
+    f, remainder = _divmod(r1, v1)
+    if remainder or len(f) > k:
+        raise ProtocolError("too many wrong shares to correct")
+    wrong = tuple(x for x, y in chosen if _evaluate(f, x) != y)
+    if 2 * len(wrong) > m - k:
+        raise ProtocolError("too many wrong shares to correct")
+    value = f[0] if f else 0
+    if value >> (8 * SECRET_BYTES):
+        raise ProtocolError("reconstructed value is out of range")
+    return value.to_bytes(SECRET_BYTES, "big"), wrong
 
 
 def encode_share_value(y: int) -> bytes:

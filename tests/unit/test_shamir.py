@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from securefed.errors import InsufficientSharesError, ProtocolError
 from securefed.randomness import DeterministicRandom
 from securefed.secagg.shamir import (
     FIELD_PRIME,
     SHARE_BYTES,
+    correct,
     decode_share_value,
     encode_share_value,
     lagrange_at_zero,
@@ -96,3 +101,43 @@ def test_out_of_range_reconstruction_is_a_protocol_error():
     big = 1 << 256
     with pytest.raises(ProtocolError):
         reconstruct([(1, big), (2, big)], threshold=2)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    shares=st.integers(1, 40),
+    threshold_frac=st.floats(0.0, 1.0),
+    error_frac=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_correct_recovers_the_secret_and_names_every_wrong_share(
+    shares, threshold_frac, error_frac, seed
+):
+    # Any m shares of a degree t - 1 sharing with up to (m - t) // 2 wrong values,
+    # at any positions and by any amounts: the secret comes back and exactly the
+    # wrong x-coordinates are named.
+    t = 1 + round(threshold_frac * (shares - 1))
+    draw = random.Random(seed)
+    xs = sorted(draw.sample(range(1, 1000), shares))
+    secret = draw.randbytes(32)
+    ys = split(secret, xs=xs, threshold=t, rng=_rng(seed))
+    wrong = sorted(draw.sample(range(shares), round(error_frac * ((shares - t) // 2))))
+    for i in wrong:
+        ys[i] = (ys[i] + draw.randrange(1, FIELD_PRIME)) % FIELD_PRIME
+    points = list(zip(xs, ys, strict=True))
+    draw.shuffle(points)
+    assert correct(points, threshold=t) == (secret, tuple(xs[i] for i in wrong))
+
+
+def test_correct_refuses_beyond_its_radius_and_short_input():
+    xs = list(range(1, 10))  # m = 9, t = 5: corrects 2
+    ys = split(SECRET, xs=xs, threshold=5, rng=_rng(3))
+    assert correct(zip(xs, ys, strict=True), threshold=5) == (SECRET, ())
+    for i in (0, 4, 8):  # three wrong shares
+        ys[i] = (ys[i] + 1) % FIELD_PRIME
+    with pytest.raises(ProtocolError, match="too many wrong shares"):
+        correct(zip(xs, ys, strict=True), threshold=5)
+    with pytest.raises(InsufficientSharesError):
+        correct(zip(xs[:4], ys[:4], strict=True), threshold=5)
+    with pytest.raises(ValueError, match="distinct"):
+        correct([(1, 2), (1, 3)], threshold=1)

@@ -50,7 +50,13 @@ from securefed.secagg.primitives import (
 from securefed.secagg.quantize import QuantizationSpec
 from securefed.secagg.roster import IdentityKey, Roster, RosterEntry
 from securefed.secagg.server import SecAggServer
-from securefed.secagg.shamir import decode_share_value, encode_share_value, reconstruct, split
+from securefed.secagg.shamir import (
+    correct,
+    decode_share_value,
+    encode_share_value,
+    reconstruct,
+    split,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "protocols" / "secagg" / "vectors"
@@ -274,6 +280,19 @@ def test_shamir_valid(case: dict[str, Any]) -> None:
     for subset in case["reconstruct_from"]:
         assert len(subset) >= t
         assert reconstruct([(x, by_x[x]) for x in subset], threshold=t) == secret
+    if "correct" in case:
+        fix = case["correct"]
+        points = [(x, decode_share_value(h(v))) for x, v in fix["points"]]
+        wrong = [x for x, y in points if y != by_x[x]]
+        assert wrong == fix["wrong_xs"]
+        assert 0 < len(wrong) <= (len(points) - t) // 2
+        assert correct(points, threshold=t) == (secret, tuple(wrong))
+
+
+def test_shamir_vectors_include_corrected_sharings() -> None:
+    doc = load("shamir.json")
+    assert sum("correct" in case for case in doc["valid"]) >= 2
+    assert any(case["kind"] == "correct" for case in doc["invalid"])
 
 
 @pytest.mark.parametrize("case", cases("shamir.json", "invalid"))
@@ -288,6 +307,10 @@ def test_shamir_invalid(case: dict[str, Any]) -> None:
         assert len(points) == case["threshold"] - 1
         with pytest.raises(error):
             reconstruct(points, threshold=case["threshold"])
+        return
+    if case["kind"] == "correct":
+        with pytest.raises(error):
+            correct(points, threshold=case["threshold"])
         return
     assert case["kind"] == "commitment"
     value = reconstruct(points, threshold=case["threshold"])
