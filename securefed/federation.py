@@ -670,8 +670,8 @@ class Federation:
             return report, refused, 0.0, len(cohort)
         if report.result.inconsistent_shares:
             logger.warning(
-                "round %d: shares off their owner's polynomial were corrected; "
-                "(owner, holder) pairs: %s",
+                "round %d: wrong shares were decoded around; (owner, holder) pairs off "
+                "the decoded polynomial (a lead, not proof; protocols/secagg.md 3.5): %s",
                 round_id,
                 list(report.result.inconsistent_shares),
             )

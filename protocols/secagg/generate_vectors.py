@@ -579,6 +579,11 @@ def share_encryption_vectors() -> dict[str, Any]:
 # -- Shamir ---------------------------------------------------------------------------------
 
 
+def _offset(rng: DeterministicRandom) -> int:
+    """A non-zero field element: what a wrong share is off by."""
+    return 1 + int.from_bytes(rng.random_bytes(32), "big") % (FIELD_PRIME - 1)
+
+
 def shamir_vectors() -> dict[str, Any]:
     """Shamir split with a fixed rng, reconstruction from t-subsets, and must-fail cases."""
     rng = DeterministicRandom(seed("shamir"))
@@ -596,6 +601,12 @@ def shamir_vectors() -> dict[str, Any]:
         ("n4-t4", [1, 2, 3, 4], 4, [[1, 2, 3, 4]]),
         ("n5-t4-sparse-x", [3, 7, 11, 19, 42], 4, [[3, 7, 11, 19], [7, 11, 19, 42]]),
         ("n3-t1", [1, 2, 3], 1, [[1], [3]]),
+        (
+            "n9-t4-sparse-x",
+            [2, 5, 9, 14, 20, 27, 35, 44, 54],
+            4,
+            [[2, 5, 9, 14], [20, 27, 35, 44, 54]],
+        ),
     ]
     for name, xs, t, subsets in layouts:
         secret = rng.random_bytes(32)
@@ -616,11 +627,12 @@ def shamir_vectors() -> dict[str, Any]:
         }
         radius = (len(xs) - t) // 2
         if radius:
-            # The first `radius` shares made wrong (+ a fixed offset): still decoded.
-            offset = 1 + int.from_bytes(errors.random_bytes(32), "big") % (FIELD_PRIME - 1)
-            wrong_xs = xs[:radius]
+            # Every other share from the second on made wrong, `radius` of them, each
+            # by its own offset: still decoded.
+            wrong_xs = xs[1::2][:radius]
             points = [
-                (x, (by_x[x] + offset) % FIELD_PRIME if x in wrong_xs else by_x[x]) for x in xs
+                (x, (by_x[x] + _offset(errors)) % FIELD_PRIME if x in wrong_xs else by_x[x])
+                for x in xs
             ]
             _check(correct(points, threshold=t) == (secret, tuple(wrong_xs)), f"{name} correct")
             case["correct"] = {
@@ -629,10 +641,9 @@ def shamir_vectors() -> dict[str, Any]:
             }
             # One more wrong share, by an independent offset (equal or proportional
             # offsets can land on another codeword, which only the commitment catches).
-            extra = 1 + int.from_bytes(errors.random_bytes(32), "big") % (FIELD_PRIME - 1)
-            beyond = [
-                (x, (y + extra) % FIELD_PRIME) if x == xs[radius] else (x, y) for x, y in points
-            ]
+            extra_x = next(x for x in xs if x not in wrong_xs)
+            extra = _offset(errors)
+            beyond = [(x, (y + extra) % FIELD_PRIME) if x == extra_x else (x, y) for x, y in points]
             _expect_error(ProtocolError, lambda b=beyond, t=t: correct(b, threshold=t), name)
             invalid.append(
                 {
@@ -705,7 +716,8 @@ def shamir_vectors() -> dict[str, Any]:
         "reconstruct(points, threshold=t) returns the secret from every subset in "
         "reconstruct_from; where present, shamir.correct(correct.points, threshold=t) "
         "returns (secret, correct.wrong_xs) (Gao decoding, up to (m - t) // 2 wrong "
-        "shares). invalid: kind=reconstruct must raise `error` (t-1 points); "
+        "shares, here at every other x from the second, each off by its own offset). "
+        "invalid: kind=reconstruct must raise `error` (t-1 points); "
         "kind=correct: shamir.correct(points, threshold) must raise `error` (one wrong "
         "share more than the radius); "
         "kind=decode: shamir.decode_share_value(value) must raise `error`; "

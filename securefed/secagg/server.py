@@ -76,8 +76,11 @@ class AggregateResult:
         dropped: per stage, the clients that dropped there.
         graph: the graph parameters the round used.
         inconsistent_shares: ``(owner, holder)`` pairs whose revealed share lay off
-            the owner's sharing polynomial and was corrected away (§7 step 5):
-            either the holder revealed a wrong value or the owner dealt it one.
+            the polynomial the server decoded when a first-``t`` reconstruction
+            failed its check (§3.5, §7 step 5). A lead, not proof: with at most
+            ``(m - t) // 2`` wrong shares each named holder revealed a wrong value
+            or was dealt one; a larger coalition can get honest holders named.
+            Wrong shares outside a successful first ``t`` are not looked for.
     """
 
     total: RingArray = field(repr=False)

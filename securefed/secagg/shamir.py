@@ -14,6 +14,7 @@ Reed-Solomon codeword, and :func:`correct` recovers the secret despite up to
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -209,6 +210,22 @@ def _evaluate(a: Polynomial, x: int) -> int:
     return acc
 
 
+@functools.lru_cache(maxsize=16)
+def _vanishing(xs: tuple[int, ...]) -> tuple[Polynomial, list[int]]:
+    """``prod (X - x_i)`` and the weights ``1 / prod_{j != i} (x_i - x_j)`` of a point set.
+
+    Cached: one holder whose shares are wrong sends the server into :func:`correct`
+    for every owner it holds, mostly on the same point set. Callers must not
+    modify the returned lists.
+    """
+    p = FIELD_PRIME
+    g0: Polynomial = [1]
+    for x in xs:
+        g0 = _mul(g0, [-x % p, 1])
+    weights = _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs])
+    return g0, weights
+
+
 def correct(points: Iterable[tuple[int, int]], *, threshold: int) -> tuple[bytes, tuple[int, ...]]:
     """Recover the secret from ``m >= t`` points of which up to ``(m - t) // 2`` are wrong.
 
@@ -217,11 +234,13 @@ def correct(points: Iterable[tuple[int, int]], *, threshold: int) -> tuple[bytes
     extended Euclidean algorithm on ``(g0, g1)`` stops at the first remainder ``g``
     of degree below ``(m + t) / 2`` with ``u g0 + v g1 = g``, and the sharing
     polynomial is ``g / v``. O(m^2) field operations. The caller must still check
-    the secret against its commitment: beyond the decoding radius a wrong
-    polynomial may be returned.
+    the secret against its commitment: beyond the decoding radius another
+    polynomial may be returned. A commitment fixes only the secret, so colluding
+    holders can even make that other polynomial keep the true secret: then the
+    points named are not the wrong ones (protocols/secagg.md §3.5).
 
     Returns:
-        The secret and the ``x``-coordinates of the points off its polynomial.
+        The secret and the ``x``-coordinates of the points off the returned polynomial.
 
     Raises:
         InsufficientSharesError: fewer than ``threshold`` points.
@@ -229,17 +248,18 @@ def correct(points: Iterable[tuple[int, int]], *, threshold: int) -> tuple[bytes
     """
     chosen = sorted(points)
     m, k = len(chosen), threshold
+    if k < 1:
+        raise ValueError("threshold must be at least 1")
     if m < k:
         raise InsufficientSharesError("not enough shares to reconstruct")
-    xs = [x for x, _ in chosen]
+    xs = tuple(x for x, _ in chosen)
     if len(set(xs)) != m or any(not 0 < x < FIELD_PRIME for x in xs):
         raise ValueError("points must have distinct non-zero x-coordinates")
+    if any(not 0 <= y < FIELD_PRIME for _, y in chosen):
+        raise ValueError("share values must be field elements")
     p = FIELD_PRIME
-    g0: Polynomial = [1]
-    for x in xs:
-        g0 = _mul(g0, [-x % p, 1])
+    g0, weights = _vanishing(xs)
     # g1 = sum_i y_i / g0'(x_i) * g0 / (X - x_i), each quotient by synthetic division.
-    weights = _batch_inverse([math.prod([xi - xj for xj in xs if xj != xi]) % p for xi in xs])
     g1 = [0] * m
     for (xi, yi), wi in zip(chosen, weights, strict=True):
         scale = yi * wi % p

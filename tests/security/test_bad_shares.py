@@ -4,12 +4,15 @@ A corrupt share holder can reveal a wrong value, and a corrupt owner can deal a
 wrong one to an honest holder. When the server holds more than t shares of a
 secret, it decodes around up to (m - t) / 2 wrong ones, checks the secret against
 the signed commitment or key as before, and names the (owner, holder) pairs.
-Beyond that the round aborts, never with a wrong sum.
+Beyond that the round aborts, never with a wrong sum, unless colluders crafted
+their shares to keep the secret, in which case the sum is still exact but the
+names are not the liars'.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import numpy as np
 import pytest
@@ -92,3 +95,51 @@ def test_honest_round_names_no_share(helpers, manual_round):
         result.total.astype(np.uint64),
         helpers.expected_sum(rnd.inputs, rnd.survivor_list.survivors, ctx.params.ring_bits),
     )
+
+
+def test_colluders_beyond_the_radius_keep_the_sum_but_can_get_honest_holders_named(
+    helpers, manual_round
+):
+    # The limitation §3.5 states: a commitment fixes the secret f(0), not f. Enough
+    # colluders add h(x) to their shares, with h(0) = 0 and h vanishing at t - 2
+    # honest holders' points, so f + h is within the decoding radius of what the
+    # server holds. The sum stays exact; honest holders are named, colluders not.
+    ctx, rnd = _round(helpers, manual_round, "bad-shares-frame")
+    t = rnd.server._layout().threshold
+    survivors = list(rnd.survivor_list.survivors)
+    m = len(survivors)
+    liars = survivors[: m - (m - t) // 2 - t + 2]
+    honest = [c for c in survivors if c not in liars]
+    xs = rnd.server._xs
+    draw = random.Random(11)
+    scale = {o: draw.randrange(1, FIELD_PRIME) for o in [*survivors, DROPPED]}
+
+    def h(owner: int, x: int) -> int:
+        value = scale[owner] * x
+        for root in sorted(xs.x(owner, c) for c in honest)[-(t - 2) :]:
+            value *= x - root
+        return value % FIELD_PRIME
+
+    for cid, message in rnd.reveal().items():
+        if cid in liars:
+            message = dataclasses.replace(
+                message,
+                shares=tuple(
+                    dataclasses.replace(
+                        s,
+                        value=encode_share_value(
+                            (decode_share_value(s.value) + h(s.owner, s.x)) % FIELD_PRIME
+                        ),
+                    )
+                    for s in message.shares
+                ),
+            )
+        rnd.server.receive_unmask(message)
+    result = rnd.server.finalize()
+    np.testing.assert_array_equal(
+        result.total.astype(np.uint64),
+        helpers.expected_sum(rnd.inputs, survivors, ctx.params.ring_bits),
+    )
+    named = {holder for _, holder in result.inconsistent_shares}
+    assert named
+    assert named <= set(honest)

@@ -141,3 +141,7 @@ def test_correct_refuses_beyond_its_radius_and_short_input():
         correct(zip(xs[:4], ys[:4], strict=True), threshold=5)
     with pytest.raises(ValueError, match="distinct"):
         correct([(1, 2), (1, 3)], threshold=1)
+    with pytest.raises(ValueError, match="threshold"):
+        correct([(1, 2), (2, 3)], threshold=0)
+    with pytest.raises(ValueError, match="field elements"):
+        correct([(1, 2), (2, FIELD_PRIME)], threshold=1)
