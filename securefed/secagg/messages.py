@@ -107,7 +107,8 @@ def _ids(r: Reader) -> tuple[int, ...]:
 
 
 def _addressed_ciphertexts(r: Reader) -> tuple[tuple[int, bytes], ...]:
-    return tuple((int(peer), bytes(ct)) for peer, ct in r.records(f">I{SHARE_CIPHERTEXT_BYTES}s"))
+    # struct already yields (int, bytes) pairs.
+    return tuple(r.records(f">I{SHARE_CIPHERTEXT_BYTES}s"))
 
 
 def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
