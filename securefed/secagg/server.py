@@ -80,7 +80,9 @@ class AggregateResult:
             failed its check (§3.5, §7 step 5). A lead, not proof: with at most
             ``(m - t) // 2`` wrong shares each named holder revealed a wrong value
             or was dealt one; a larger coalition can get honest holders named.
-            Wrong shares outside a successful first ``t`` are not looked for.
+            Wrong shares outside a successful first ``t`` are not looked for, and
+            a named holder's shares are left out of later first-``t`` attempts, so
+            it is typically named for one owner only.
     """
 
     total: RingArray = field(repr=False)
@@ -367,9 +369,16 @@ class SecAggServer:
         coefficient_cache: dict[tuple[int, ...], list[int]] = {}
         inconsistent: list[tuple[int, int]] = []
 
+        # Holders whose shares were off a decoded polynomial: later secrets are first
+        # reconstructed without them, so one lying holder costs one decode, not one
+        # per owner it holds. Every secret is still checked, so a wrongly suspected
+        # holder costs at most a decode.
+        suspects: set[int] = set()
+
         def recover(owner: int, valid: Callable[[bytes], bool]) -> bytes:
             points = sorted(self._points[owner])
-            first = points[:t]
+            trusted = [pt for pt in points if self._point_holder[owner, pt[0]] not in suspects]
+            first = (trusted if len(trusted) >= t else points)[:t]
             xs = tuple(x for x, _ in first)
             lam = coefficient_cache.get(xs)
             if lam is None:
@@ -386,7 +395,9 @@ class SecAggServer:
                 except ProtocolError:
                     raise IntegrityError() from None
                 if valid(secret):
-                    inconsistent.extend((owner, self._point_holder[owner, x]) for x in wrong)
+                    named = [self._point_holder[owner, x] for x in wrong]
+                    inconsistent.extend((owner, holder) for holder in named)
+                    suspects.update(named)
                     return secret
             raise IntegrityError()
 
