@@ -131,8 +131,7 @@ class SecAggServer:
         self._unmask_from: set[int] = set()
         self._sum: PackedSum | None = None
         self._received: set[int] = set()
-        self._points: dict[int, list[tuple[int, int]]] = {}
-        self._point_holder: dict[tuple[int, int], int] = {}
+        self._points: dict[int, list[tuple[int, int, int]]] = {}  # owner -> (x, y, holder)
 
     def __repr__(self) -> str:
         return f"SecAggServer(round={self.context.round_id}, stage={self.stage.value})"
@@ -154,7 +153,6 @@ class SecAggServer:
         self.stage = ServerStage.ABORTED
         self._sum = None
         self._points = {}
-        self._point_holder = {}
         return InsufficientSharesError(f"round aborted: {reason}")
 
     # -- stage 0 ---------------------------------------------------------------------------
@@ -343,8 +341,7 @@ class SecAggServer:
             accepted.append((owner, share.x, decode_share_value(share.value)))
             seen.add(owner)
         for owner, x, y in accepted:
-            self._points.setdefault(owner, []).append((x, y))
-            self._point_holder[owner, x] = sender
+            self._points.setdefault(owner, []).append((x, y, sender))
         self._unmask_from.add(sender)
 
     def finalize(self) -> AggregateResult:
@@ -362,7 +359,7 @@ class SecAggServer:
         if any(len(self._points.get(owner, ())) < t for owner in needed):
             raise self._abort("too few shares to unmask")
         if self._sum is None:
-            raise ProtocolError("no masked input was received")
+            raise ProtocolError("the masked-input stage never opened")
         p = self.context.params
         bits = p.ring_bits
         count = p.vector_length + 1
@@ -376,9 +373,9 @@ class SecAggServer:
         suspects: set[int] = set()
 
         def recover(owner: int, valid: Callable[[bytes], bool]) -> bytes:
-            points = sorted(self._points[owner])
-            trusted = [pt for pt in points if self._point_holder[owner, pt[0]] not in suspects]
-            first = (trusted if len(trusted) >= t else points)[:t]
+            shares = sorted(self._points[owner])  # by x
+            trusted = [s for s in shares if s[2] not in suspects]
+            first = [(x, y) for x, y, _ in (trusted if len(trusted) >= t else shares)[:t]]
             xs = tuple(x for x, _ in first)
             lam = coefficient_cache.get(xs)
             if lam is None:
@@ -389,13 +386,14 @@ class SecAggServer:
                     return secret
             except ProtocolError:
                 pass
-            if len(points) > t:  # redundant shares: decode around the wrong ones
+            if len(shares) > t:  # redundant shares: decode around the wrong ones
                 try:
-                    secret, wrong = correct(points, threshold=t)
+                    secret, wrong = correct([(x, y) for x, y, _ in shares], threshold=t)
                 except ProtocolError:
                     raise IntegrityError() from None
                 if valid(secret):
-                    named = [self._point_holder[owner, x] for x in wrong]
+                    holder_at = {x: holder for x, _, holder in shares}
+                    named = [holder_at[x] for x in wrong]
                     inconsistent.extend((owner, holder) for holder in named)
                     suspects.update(named)
                     return secret
@@ -416,7 +414,6 @@ class SecAggServer:
         }
         self._sum = None
         self._points = {}
-        self._point_holder = {}
         self.stage = ServerStage.DONE
         return AggregateResult(
             total=total,
