@@ -75,13 +75,17 @@ class Reader:
         self._view = memoryview(self._data)
         self._pos = 0
 
-    def _take(self, n: int) -> bytes:
-        end = self._pos + n
+    def _advance(self, n: int) -> int:
+        """Consume ``n`` bytes; return where they start."""
+        start, end = self._pos, self._pos + n
         if n < 0 or end > len(self._data):
             raise ProtocolError("message is truncated")
-        chunk = self._data[self._pos : end]
         self._pos = end
-        return chunk
+        return start
+
+    def _take(self, n: int) -> bytes:
+        start = self._advance(n)
+        return self._data[start : start + n]
 
     def u8(self) -> int:
         """Read one byte."""
@@ -112,12 +116,8 @@ class Reader:
         For bulk fields such as a masked vector: the view keeps the whole message alive.
         """
         length = self.u32()
-        end = self._pos + length
-        if end > len(self._data):
-            raise ProtocolError("message is truncated")
-        view = self._view[self._pos : end]
-        self._pos = end
-        return view
+        start = self._advance(length)
+        return self._view[start : start + length]
 
     def text(self, max_length: int = 1 << 16) -> str:
         """Read UTF-8 text."""
