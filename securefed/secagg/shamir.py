@@ -68,14 +68,7 @@ def split(secret: bytes, *, xs: Sequence[int], threshold: int, rng: RandomSource
         raise ValueError("share coordinates must be distinct and in [1, 2^32)")
     coefficients = [int.from_bytes(secret, "big")]
     coefficients += [_random_field_element(rng) for _ in range(threshold - 1)]
-    p = FIELD_PRIME
-    shares = []
-    for x in xs:
-        acc = 0
-        for c in reversed(coefficients):  # Horner's rule
-            acc = (acc * x + c) % p
-        shares.append(acc)
-    return shares
+    return [_evaluate(coefficients, x) for x in xs]
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> list[int]:
@@ -204,6 +197,7 @@ def _divmod(a: Polynomial, b: Polynomial) -> tuple[Polynomial, Polynomial]:
 
 
 def _evaluate(a: Polynomial, x: int) -> int:
+    """``a(x)`` mod p by Horner's rule."""
     acc = 0
     for c in reversed(a):
         acc = (acc * x + c) % FIELD_PRIME
