@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import subprocess
 import sys
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -261,6 +262,13 @@ def inputs12(context12: RoundContext, federation12: Federation) -> dict[int, Qua
     return make_inputs(context12, federation12.ids)
 
 
+def fresh_interpreter_stdout(code: str) -> str:
+    """What ``code`` prints in a new Python process (for checks on what gets imported)."""
+    return subprocess.run(  # noqa: S603 - the test's own fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+
+
 @pytest.fixture(scope="session")
 def helpers() -> _Helpers:
     return _Helpers()
@@ -279,6 +287,7 @@ class _Helpers:
     predict_round = staticmethod(predict_round)
     layout = staticmethod(layout)
     mask_seed = staticmethod(derive.mask_seed)
+    fresh_interpreter_stdout = staticmethod(fresh_interpreter_stdout)
 
 
 class ManualRound:

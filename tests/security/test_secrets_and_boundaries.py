@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -167,7 +165,7 @@ def test_server_session_rejects_unprotected_updates(helpers, manual_round):
     rnd.mask()  # the genuine masked inputs are still accepted afterwards
 
 
-def test_server_side_never_imports_client_modules():
+def test_server_side_never_imports_client_modules(helpers):
     code = (
         "import sys\n"
         "import securefed.server, securefed.secagg.server, securefed.server.aggregation\n"
@@ -176,10 +174,7 @@ def test_server_side_never_imports_client_modules():
         "m in ('securefed.secagg.client', 'securefed.secagg.client_input'))\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == ""
+    assert helpers.fresh_interpreter_stdout(code).strip() == ""
 
 
 # -- failing closed --------------------------------------------------------------------

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from securefed.config import SecurefedConfig, load_config, parse_config
@@ -150,7 +147,7 @@ def test_listed_items_need_a_movielens_catalogue(tmp_path):
         load_config(_write(tmp_path, '[data]\nformat = "csv"\nitems = "listed"\n'))
 
 
-def test_configuration_and_secure_aggregation_import_without_torch():
+def test_configuration_and_secure_aggregation_import_without_torch(helpers):
     # securefed.privacy loads its noise module (and torch) only when a noise name is
     # used: a coordinator reading a configuration or running secure aggregation does
     # not pay torch's import time and memory.
@@ -162,10 +159,7 @@ def test_configuration_and_secure_aggregation_import_without_torch():
         "assert privacy.SecureGaussianNoise.__module__ == 'securefed.privacy.noise'\n"
         "print('torch' in sys.modules)\n"
     )
-    out = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.split() == ["False", "True"]
+    assert helpers.fresh_interpreter_stdout(code).split() == ["False", "True"]
     import securefed.privacy as privacy
 
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
