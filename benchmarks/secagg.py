@@ -502,7 +502,6 @@ def run_worker(cfg: Config, *, profile: str | None = None) -> dict[str, Any]:
         np.array_equal(expected, m["report"].result.total.astype(np.uint64)) for m in measured
     )
 
-    survivor_cpu = [report.client_seconds[u] for u in survivors]
     senders = sorted(report.payload_bytes)
     payload = float(np.mean([report.payload_bytes[u] for u in senders]))
     up = [report.bytes_up[u] for u in senders]
@@ -520,7 +519,7 @@ def run_worker(cfg: Config, *, profile: str | None = None) -> dict[str, Any]:
         "dropped": len(setup["dropped"]),
         "exact": exact,
         "wall_s": wall,
-        "client_cpu_s": {"mean": float(np.mean(survivor_cpu)), "max": float(max(survivor_cpu))},
+        "client_cpu_s": {"mean": pick["client_mean"], "max": pick["client_max"]},
         "dropped_client_cpu_s_mean": float(
             np.mean([report.client_seconds[u] for u in setup["dropped"]])
         )
@@ -542,7 +541,7 @@ def run_worker(cfg: Config, *, profile: str | None = None) -> dict[str, Any]:
         / floor["server"],
         "ratio_server_prg_pk": report.server_seconds / (floor["server"] + floor["server_pk"]),
         "server_floor_expansions": server_expansions,
-        "ratio_client": float(np.mean(survivor_cpu)) / floor["client_total"],
+        "ratio_client": pick["client_mean"] / floor["client_total"],
         "ratio_client_max": pick["ratio_client_max"],
         "client_degree_range": pick["degree_range"],
         "ratio_server": report.server_seconds / floor["server"],
