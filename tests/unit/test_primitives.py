@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from securefed.errors import IntegrityError
 from securefed.randomness import DeterministicRandom
@@ -72,6 +73,48 @@ def test_x25519_agreement_and_bad_points():
         prim.x25519_shared(a_priv, bytes(32))  # low-order point: all-zero secret
     with pytest.raises(IntegrityError):
         prim.x25519_shared(a_priv, b"short")
+
+
+def _all_zero_by_the_library(public_key: bytes) -> bool:
+    """The oracle: ``cryptography`` refuses an all-zero X25519 output with ValueError."""
+    probe = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    try:
+        probe.exchange(X25519PublicKey.from_public_bytes(public_key))
+    except ValueError:
+        return True
+    return False
+
+
+def _encodings(u: int) -> list[bytes]:
+    """Every 32-byte string that RFC 7748 decodes to ``u`` mod p: the top bit is
+    ignored, and values in [p, 2^255) are non-canonical encodings of 0..18."""
+    p = 2**255 - 19
+    values = [u, u + p] if u + p < 2**255 else [u]
+    return [(v | top).to_bytes(32, "little") for v in values for top in (0, 1 << 255)]
+
+
+def test_x25519_usable_refuses_exactly_the_low_order_points():
+    # Each listed u-coordinate, in every encoding, gives the all-zero secret under
+    # the library's own check, and the fast comparison refuses it.
+    low = [b for u in prim._LOW_ORDER_U for b in _encodings(u)]
+    assert len(low) == 14  # 0, 1 with two values each; p - 1 and the two order-8 points
+    for key in low:
+        assert _all_zero_by_the_library(key)
+        assert not prim.x25519_usable(key)
+    # Neighbours of each (u +- 1, u +- 19 across the top bit) and random keys are
+    # usable, and the library agrees.
+    p = 2**255 - 19
+    near = [
+        ((u + d) % 2**256).to_bytes(32, "little")
+        for u in [*prim._LOW_ORDER_U, p, 2**255 - 1, 2**256 - 1]
+        for d in (-19, -1, 1, 19)
+    ]
+    rng = DeterministicRandom(SEED)
+    keys = near + [rng.random_bytes(32) for _ in range(2000)]
+    for key in keys:
+        assert prim.x25519_usable(key) is not _all_zero_by_the_library(key)
+    assert not prim.x25519_usable(bytes(31))
+    assert not prim.x25519_usable(bytes(33))
 
 
 def test_x25519_rfc7748_section_6_1():
