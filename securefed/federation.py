@@ -660,6 +660,13 @@ class Federation:
         for oid, secs in client_seconds.items():
             report.client_seconds[oid] = report.client_seconds.get(oid, 0.0) + secs
         self._last_client_seconds = dict(report.client_seconds)
+        if report.unverified_signers:
+            logger.warning(
+                "round %d: consistency signatures that did not verify, not counted "
+                "(client: signers; a corrupt signer or a tampering server): %s",
+                round_id,
+                report.unverified_signers,
+            )
         if recorder is not None:
             if report.result is not None:
                 recorder.dropouts(report.result.dropped)

@@ -55,6 +55,9 @@ class RoundReport:
     payload_bytes: dict[int, int] = field(default_factory=dict)
     bytes_down: dict[int, int] = field(default_factory=dict)
     server_view: dict[int, bytes] = field(default_factory=dict, repr=False)
+    unverified_signers: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Per client, the signers in the consistency bundle whose signature did not
+    verify for it (relayed unchecked by the server; not counted by the client)."""
 
 
 def run_secagg_round(
@@ -186,6 +189,8 @@ def run_secagg_round(
                 continue
             confirmed = ConsistencyBundle.from_bytes(deliver(cid, bundle))
             data = on_client(cid, clients[cid].unmask, confirmed)
+            if clients[cid].unverified_signers:
+                report.unverified_signers[cid] = clients[cid].unverified_signers
             if data is not None:
                 on_server(receive, server.receive_unmask, UnmaskShares, data)
         report.result = on_server(server.finalize)

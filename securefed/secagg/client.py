@@ -156,6 +156,9 @@ class SecAggClient:
         self._peers: frozenset[int] = frozenset()  # itself + neighbours whose shares it opened
         self._survivors: tuple[int, ...] = ()
         self._revealed: dict[int, SecretKind] = {}
+        self.unverified_signers: tuple[int, ...] = ()
+        """Signers in the consistency bundle whose signature did not verify (set by
+        :meth:`unmask`): a corrupt client or a tampering server; not counted."""
 
     def __repr__(self) -> str:
         return f"SecAggClient(client_id={self.client_id}, stage={self.stage.value})"
@@ -434,12 +437,16 @@ class SecAggClient:
         seed; for a peer that shared keys but sent no input, its share of that
         peer's mask key. Never both, and only once.
 
+        Only signatures that verify are counted (the server relays them
+        unchecked, §6 step 5); the signers whose signature did not verify are
+        kept in :attr:`unverified_signers` for the driver to report.
+
         Raises:
-            IntegrityError: a consistency signature does not verify.
             ProtocolError: the bundle's list differs from the signed one, or a
-                signer is not a survivor.
-            InsufficientSharesError: fewer than ``t`` of this client's share
-                holders signed.
+                signer is not a survivor or appears twice.
+            InsufficientSharesError: fewer than ``q`` clients of the cohort, or
+                fewer than ``t`` of this client's share holders, signed with a
+                signature that verifies.
         """
         self._expect(ClientStage.SIGNED)
         self._check_digest(bundle.context_digest)
@@ -449,24 +456,33 @@ class SecAggClient:
         survivors = set(self._survivors)
         holders = self._peers
         prefix = derive.consistency_prefix(self._digest, self._survivors)
-        signers: set[int] = set()
+        listed: set[int] = set()
+        signers: set[int] = set()  # those whose signature verifies
         for signer, signature in bundle.signatures:
-            if signer not in survivors or signer in signers:
+            if signer not in survivors or signer in listed:
                 raise ProtocolError("consistency signature from a non-survivor or twice")
-            ed25519_verify(
-                self._roster.identity_key(signer),
-                signature,
-                derive.consistency_payload(prefix, signer),
-            )
+            listed.add(signer)
+            try:
+                ed25519_verify(
+                    self._roster.identity_key(signer),
+                    signature,
+                    derive.consistency_payload(prefix, signer),
+                )
+            except IntegrityError:
+                continue
             signers.add(signer)
+        unverified = len(listed) - len(signers)
+        note = f" ({unverified} relayed signatures did not verify)" if unverified else ""
         # A global quorum on one list: two different lists cannot both gather it,
         # so a server cannot show different survivor lists to different parts of
         # the (sparse) graph and unmask several partial sums (protocols/secagg.md §5.2).
         quorum = consistency_quorum(len(cohort.ads), self.context.params.threat)
         if len(signers) < quorum:
-            raise InsufficientSharesError("too few clients confirmed the survivor list")
+            raise InsufficientSharesError("too few clients confirmed the survivor list" + note)
         if len(signers & holders) < cohort.params.threshold:
-            raise InsufficientSharesError("too few share holders confirmed the survivor list")
+            raise InsufficientSharesError(
+                "too few share holders confirmed the survivor list" + note
+            )
         shares = []
         for owner in sorted(self._held):
             kind = SecretKind.SELF_SEED if owner in survivors else SecretKind.MASK_KEY
@@ -479,6 +495,7 @@ class SecAggClient:
             shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=encode_share_value(value)))
         for s in shares:
             self._revealed[s.owner] = s.kind
+        self.unverified_signers = tuple(sorted(listed - signers))
         self._wipe()
         self.stage = ClientStage.DONE
         return UnmaskShares(

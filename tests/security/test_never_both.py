@@ -9,6 +9,7 @@ import pytest
 from securefed.errors import InsufficientSharesError, IntegrityError, ProtocolError
 from securefed.secagg import derive
 from securefed.secagg.client import ClientStage
+from securefed.secagg.graph import consistency_quorum
 from securefed.secagg.messages import (
     AdvertiseKeys,
     CohortBroadcast,
@@ -103,9 +104,10 @@ def test_server_cannot_split_the_survivor_list(manual_round, fed7, ctx7):
         rnd.clients[1].unmask(bundle(list_a, sig_a))
     with pytest.raises(InsufficientSharesError):
         rnd.clients[5].unmask(bundle(list_b, sig_b))
-    # (b) Signatures over list B passed off as signatures over list A.
+    # (b) Signatures over list B passed off as signatures over list A: they do not
+    # verify over A, so they are not counted, and A still lacks the quorum.
     padded = {**sig_a, 5: sig_b[5], 6: sig_b[6]}
-    with pytest.raises(IntegrityError):
+    with pytest.raises(InsufficientSharesError, match="2 relayed signatures did not verify"):
         rnd.clients[1].unmask(bundle(list_a, padded))
     # (c) A signer that is not on the list is refused outright.
     with pytest.raises(ProtocolError):
@@ -115,6 +117,52 @@ def test_server_cannot_split_the_survivor_list(manual_round, fed7, ctx7):
         rnd.clients[2].unmask(bundle(list_b, {**sig_a, **sig_b}))
     # Nobody revealed anything; every client still waits in the signed stage.
     assert all(rnd.clients[c].stage is ClientStage.SIGNED for c in fed7.ids)
+
+
+def test_relayed_signatures_that_do_not_verify_are_not_counted(manual_round, fed7, ctx7, helpers):
+    """The server relays consistency signatures unchecked (spec §7 step 4).
+
+    Client 2 (corrupt) sends a signature that does not verify. The server relays it;
+    every honest client leaves it out of the count, names client 2, and the round
+    still gives the exact sum. A server that pads the bundle with forged signatures
+    for survivors that never signed gets no further than without them.
+    """
+    rnd = manual_round(fed7, ctx7)
+    rnd.advertise()
+    rnd.share()
+    rnd.mask()
+    signed = {c: rnd.clients[c].consistency(rnd.survivor_list) for c in fed7.ids}
+    signed[2] = dataclasses.replace(signed[2], signature=bytes(reversed(signed[2].signature)))
+    for message in signed.values():
+        rnd.server.receive_consistency(rnd.wire(message))  # relayed, not verified
+    rnd.bundle = rnd.server.close_consistency()
+    assert [s for s, _ in rnd.bundle.signatures] == fed7.ids
+    reveals = rnd.reveal()
+    for cid in fed7.ids:
+        assert rnd.clients[cid].unverified_signers == (2,)
+    for message in reveals.values():
+        rnd.server.receive_unmask(message)
+    total = rnd.server.finalize().total
+    assert (total == helpers.expected_sum(rnd.inputs, fed7.ids, ctx7.params.ring_bits)).all()
+
+    # A second round: only q - 1 clients sign; the server forges the rest.
+    rnd = manual_round(fed7, ctx7, label="forged-quorum")
+    rnd.advertise()
+    rnd.share()
+    rnd.mask()
+    quorum = consistency_quorum(len(fed7.ids), ctx7.params.threat)
+    honest = fed7.ids[: quorum - 1]
+    sigs = {c: rnd.clients[c].consistency(rnd.survivor_list).signature for c in honest}
+    forged = {c: bytes(64) for c in fed7.ids if c not in honest}
+    bundle = ConsistencyBundle(
+        context_digest=ctx7.digest(),
+        survivors=rnd.survivor_list.survivors,
+        signatures=tuple(sorted({**sigs, **forged}.items())),
+    )
+    for cid in honest:
+        with pytest.raises(InsufficientSharesError, match="did not verify"):
+            rnd.clients[cid].unmask(bundle)
+        assert rnd.clients[cid].stage is ClientStage.SIGNED  # nothing revealed
 
 
 # -- forged advertisements -------------------------------------------------------------

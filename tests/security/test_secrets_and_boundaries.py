@@ -272,8 +272,8 @@ def test_server_rejects_wrong_stage_context_and_duplicates(helpers, manual_round
     server.receive_consistency(sigs[1])
     with pytest.raises(ProtocolError):
         server.receive_consistency(sigs[1])
-    with pytest.raises(IntegrityError):
-        server.receive_consistency(dataclasses.replace(sigs[2], signature=sigs[3].signature))
+    with pytest.raises(ProtocolError):
+        server.receive_consistency(dataclasses.replace(sigs[2], context_digest=bytes(32)))
     for c in fed.ids[1:]:
         server.receive_consistency(sigs[c])
     rnd.bundle = server.close_consistency()
