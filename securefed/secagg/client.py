@@ -157,8 +157,9 @@ class SecAggClient:
         self._survivors: tuple[int, ...] = ()
         self._revealed: dict[int, SecretKind] = {}
         self.unverified_signers: tuple[int, ...] = ()
-        """Signers in the consistency bundle whose signature did not verify (set by
-        :meth:`unmask`): a corrupt client or a tampering server; not counted."""
+        """Signers in the last consistency bundle whose signature did not verify (set
+        by :meth:`unmask`, also when it refuses): a corrupt client or a tampering
+        server; not counted."""
 
     def __repr__(self) -> str:
         return f"SecAggClient(client_id={self.client_id}, stage={self.stage.value})"
@@ -439,7 +440,8 @@ class SecAggClient:
 
         Only signatures that verify are counted (the server relays them
         unchecked, §6 step 5); the signers whose signature did not verify are
-        kept in :attr:`unverified_signers` for the driver to report.
+        kept in :attr:`unverified_signers` for the driver to report, whether or
+        not the bundle is then accepted.
 
         Raises:
             ProtocolError: the bundle's list differs from the signed one, or a
@@ -471,7 +473,9 @@ class SecAggClient:
             except IntegrityError:
                 continue
             signers.add(signer)
-        unverified = len(listed) - len(signers)
+        # Diagnostics only (no protocol state): kept even when the checks below refuse.
+        self.unverified_signers = tuple(sorted(listed - signers))
+        unverified = len(self.unverified_signers)
         note = f" ({unverified} relayed signatures did not verify)" if unverified else ""
         # A global quorum on one list: two different lists cannot both gather it,
         # so a server cannot show different survivor lists to different parts of
@@ -495,7 +499,6 @@ class SecAggClient:
             shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=encode_share_value(value)))
         for s in shares:
             self._revealed[s.owner] = s.kind
-        self.unverified_signers = tuple(sorted(listed - signers))
         self._wipe()
         self.stage = ClientStage.DONE
         return UnmaskShares(

@@ -40,6 +40,7 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.packing import PackedSum
 from securefed.secagg.primitives import (
+    SIGNATURE_BYTES,
     MaskExpander,
     RingArray,
     ct_equal,
@@ -287,12 +288,15 @@ class SecAggServer:
         protect nobody and cost one Ed25519 verification per survivor.
 
         Raises:
-            ProtocolError: wrong stage or round, a sender outside U3, or twice.
+            ProtocolError: wrong stage or round, a sender outside U3, twice, or a
+                signature that is not 64 bytes.
         """
         self._expect(ServerStage.CONSISTENCY)
         self._check(message.context_digest)
         if message.sender not in self._u3_set or message.sender in self._u4:
             raise ProtocolError("consistency signature from a non-survivor, or twice")
+        if len(message.signature) != SIGNATURE_BYTES:
+            raise ProtocolError("a consistency signature is 64 bytes")
         self._u4[message.sender] = message.signature
 
     def close_consistency(self) -> ConsistencyBundle:

@@ -18,7 +18,7 @@ import pytest
 
 from securefed.errors import InsufficientSharesError, IntegrityError, ProtocolError
 from securefed.secagg import derive
-from securefed.secagg.client import SecAggClient
+from securefed.secagg.client import ClientStage, SecAggClient
 from securefed.secagg.cohort import cohort_layout
 from securefed.secagg.graph import GRAPH_LABEL, GraphKind, ThreatModel, consistency_quorum
 from securefed.secagg.messages import (
@@ -289,3 +289,60 @@ def test_survivor_list_equivocation_across_the_ring_is_refused(helpers):
         for c, _ in signed:
             with pytest.raises(InsufficientSharesError):
                 clients[c].unmask(bundle)
+
+
+# -- relayed consistency signatures (spec §6 step 5, §7 step 4) -------------------------
+
+
+def _signed_sparse_round(h, label):
+    """60 clients on the sparse graph, all past the masked input, each signing U3."""
+    ctx, ids, inputs, clients, _, params, nbrs, shares = _setup(
+        h, 60, label, graph=GraphKind.SPARSE, threat=ThreatModel(corrupt_fraction=0.0)
+    )
+    assert params.kind is GraphKind.SPARSE
+    for r in ids:
+        clients[r].masked_input(_delivery(ctx, ids, shares, r), inputs[r])
+    u3 = SurvivorList(context_digest=ctx.digest(), survivors=tuple(ids))
+    sigs = {c: clients[c].consistency(u3).signature for c in ids}
+    return ctx, ids, clients, params, nbrs, sigs
+
+
+def _bundle_of(ctx, ids, sigs):
+    return ConsistencyBundle(
+        context_digest=ctx.digest(), survivors=tuple(ids), signatures=tuple(sorted(sigs.items()))
+    )
+
+
+def test_forged_signatures_do_not_count_toward_the_global_quorum(helpers):
+    """Sparse graph: q - 1 genuine signatures, including the client's and all its
+    peers', the rest forged by the server. The per-peer check passes; only the
+    global quorum, counted over signatures that verify, stops the client. (On the
+    full graph t = q, so there one check would cover for the other.)"""
+    ctx, ids, clients, _, nbrs, sigs = _signed_sparse_round(helpers, "forged-quorum")
+    q = consistency_quorum(len(ids), ctx.params.threat)
+    c = ids[0]
+    genuine = {c, *nbrs[c]}
+    genuine |= set([i for i in ids if i not in genuine][: q - 1 - len(genuine)])
+    assert len(genuine) == q - 1
+    padded = {i: (sigs[i] if i in genuine else bytes(64)) for i in ids}
+    with pytest.raises(InsufficientSharesError, match="too few clients confirmed"):
+        clients[c].unmask(_bundle_of(ctx, ids, padded))
+    assert clients[c].stage is ClientStage.SIGNED
+    assert clients[c].unverified_signers == tuple(sorted(set(ids) - genuine))
+
+
+def test_forged_peer_signatures_do_not_count_toward_t(helpers):
+    """Sparse graph: the global quorum holds, but only t - 1 of the client's peers
+    signed with a signature that verifies; the client refuses and names the rest."""
+    ctx, ids, clients, params, nbrs, sigs = _signed_sparse_round(helpers, "forged-peers")
+    c = ids[0]
+    peers = sorted({c, *nbrs[c]})
+    forged = [p for p in peers if p != c][: len(peers) - (params.threshold - 1)]
+    padded = {i: (bytes(64) if i in forged else sigs[i]) for i in ids}
+    assert len(ids) - len(forged) >= consistency_quorum(len(ids), ctx.params.threat)
+    with pytest.raises(InsufficientSharesError, match="too few share holders"):
+        clients[c].unmask(_bundle_of(ctx, ids, padded))
+    assert clients[c].stage is ClientStage.SIGNED
+    assert clients[c].unverified_signers == tuple(forged)
+    assert clients[c].unmask(_bundle_of(ctx, ids, sigs)).shares  # the real bundle passes
+    assert clients[c].unverified_signers == ()

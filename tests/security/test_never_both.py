@@ -165,6 +165,21 @@ def test_relayed_signatures_that_do_not_verify_are_not_counted(manual_round, fed
         assert rnd.clients[cid].stage is ClientStage.SIGNED  # nothing revealed
 
 
+def test_server_refuses_a_consistency_signature_of_the_wrong_length(manual_round, fed7, ctx7):
+    """The server relays signatures unverified, but not ones that could not be
+    encoded into the bundle (the wire format fixes 64 bytes)."""
+    rnd = manual_round(fed7, ctx7, label="sig-length")
+    rnd.advertise()
+    rnd.share()
+    rnd.mask()
+    first = fed7.ids[0]
+    sig = rnd.clients[first].consistency(rnd.survivor_list)
+    for bad in (sig.signature[:63], sig.signature + b"\x00"):
+        with pytest.raises(ProtocolError, match="64 bytes"):
+            rnd.server.receive_consistency(dataclasses.replace(sig, signature=bad))
+    rnd.server.receive_consistency(sig)  # nothing was stored for the sender
+
+
 # -- forged advertisements -------------------------------------------------------------
 
 
