@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
 
 from securefed.errors import IntegrityError
 from securefed.randomness import DeterministicRandom
@@ -138,6 +140,86 @@ def test_ed25519_verify():
     other = IdentityKey.generate(DeterministicRandom(bytes(32)))
     with pytest.raises(IntegrityError):
         prim.ed25519_verify(other.public_key, sig, b"message")
+
+
+# RFC 8032 §7.1, tests 1-3: (secret key, public key, message, signature), hex.
+RFC8032 = [
+    (
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "",
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+        "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+    ),
+    (
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "72",
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+        "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    ),
+    (
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+        "af82",
+        "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac"
+        "18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+    ),
+]
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+@pytest.mark.parametrize(("secret", "public", "message", "signature"), RFC8032)
+def test_ed25519_rfc8032_section_7_1(secret, public, message, signature):
+    public_key, msg, sig = (bytes.fromhex(v) for v in (public, message, signature))
+    prim.ed25519_verify(public_key, sig, msg)
+    # The signer (``cryptography``) makes the same signature.
+    signer = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(secret))
+    assert signer.sign(msg) == sig
+    for bit in (0, 255, 256, 511):  # R's and S's first and last bits
+        flipped = bytearray(sig)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(IntegrityError):
+            prim.ed25519_verify(public_key, bytes(flipped), msg)
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(public_key, sig, msg + b"\x00")
+
+
+def test_ed25519_verify_accepts_one_encoding_and_no_weak_key():
+    """The strictness the spec relies on (§3.3): S must be below the group order L,
+    and a small-order public key (for which R = [S]B verifies for every message)
+    is refused."""
+    key = Ed25519PrivateKey.from_private_bytes(SEED)
+    public = key.public_key().public_bytes_raw()
+    sig = key.sign(b"message")
+    s = int.from_bytes(sig[32:], "little")
+    assert s + ED25519_L < 2**256
+    malleated = sig[:32] + (s + ED25519_L).to_bytes(32, "little")
+    with pytest.raises(IntegrityError):
+        prim.ed25519_verify(public, malleated, b"message")
+    # The neutral element as a public key: [S]B = R + [k]A holds whenever R = [S]B.
+    neutral = (1).to_bytes(32, "little")
+    scalar = (12345).to_bytes(32, "little")
+    forged = crypto_scalarmult_ed25519_base_noclamp(scalar) + scalar
+    for message in (b"message", b"any other message"):
+        with pytest.raises(IntegrityError):
+            prim.ed25519_verify(neutral, forged, message)
+    for bad in (sig[:63], sig + b"\x00"):
+        with pytest.raises(IntegrityError):
+            prim.ed25519_verify(public, bad, b"message")
+
+
+def test_ed25519_verify_agrees_with_the_signer_on_honest_signatures():
+    # Signatures made by ``cryptography`` (the signer every securefed party uses)
+    # verify, over random keys and message lengths; a different message does not.
+    rng = DeterministicRandom(SEED)
+    for i in range(200):
+        key = Ed25519PrivateKey.from_private_bytes(rng.random_bytes(32))
+        message = rng.random_bytes(i)
+        sig = key.sign(message)
+        prim.ed25519_verify(key.public_key().public_bytes_raw(), sig, message)
+        with pytest.raises(IntegrityError):
+            prim.ed25519_verify(key.public_key().public_bytes_raw(), sig, message + b"!")
 
 
 @pytest.mark.parametrize("bits", [1, 7, 16, 31, 32, 33, 48, 63, 64])
