@@ -42,6 +42,21 @@ class ShareCoordinates:
         keep = neighbours if owners is None else {o: neighbours[o] for o in owners}
         self._neighbours: Mapping[int, tuple[int, ...]] = {} if full else dict(keep)
 
+    def same_for_every_owner(self, holder: int) -> int | None:
+        """``holder``'s coordinate if every owner gives it the same one, else ``None``.
+
+        That is the full graph, where it is ``holder``'s position in the cohort.
+
+        Raises:
+            ValueError: ``holder`` is not in the full graph's cohort.
+        """
+        if self._cohort is None:
+            return None
+        position = bisect.bisect_left(self._cohort, holder)
+        if position == len(self._cohort) or self._cohort[position] != holder:
+            raise ValueError("not one of the cohort's share holders")
+        return 1 + position
+
     def x(self, owner: int, holder: int) -> int:
         """The coordinate of ``holder``'s share of ``owner``'s secrets."""
         if self._cohort is not None:

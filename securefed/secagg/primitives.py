@@ -46,6 +46,7 @@ __all__ = [
     "sha256",
     "x25519_generate",
     "x25519_public",
+    "x25519_public_of",
     "x25519_shared",
     "x25519_usable",
 ]
@@ -102,10 +103,13 @@ def x25519_generate(rng: RandomSource) -> tuple[bytes, bytes]:
 
 def x25519_public(private_key: bytes) -> bytes:
     """The X25519 public key of a 32-byte private key."""
-    return (
-        X25519PrivateKey.from_private_bytes(private_key)
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return x25519_public_of(X25519PrivateKey.from_private_bytes(private_key))
+
+
+def x25519_public_of(private_key: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of a loaded X25519 private key."""
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
 
 

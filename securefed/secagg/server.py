@@ -46,7 +46,7 @@ from securefed.secagg.primitives import (
     ct_equal,
     ed25519_verify,
     ring_dtype,
-    x25519_public,
+    x25519_public_of,
     x25519_usable,
 )
 from securefed.secagg.roster import Roster
@@ -331,23 +331,31 @@ class SecAggServer:
         xs = self._xs
         if xs is None:
             raise ProtocolError("the cohort is not fixed yet")
+        # The per-share loop runs n * k times a round: keep it to set and dict lookups.
+        fixed_x = xs.same_for_every_owner(sender)
+        self_seed, mask_key = SecretKind.SELF_SEED, SecretKind.MASK_KEY
         accepted: list[tuple[int, int, int]] = []
         seen: set[int] = set()
         for share in message.shares:
             owner = share.owner
             if owner in seen or owner not in u2:
                 raise ProtocolError("share for an unknown owner, or twice")
+            seen.add(owner)
             if owner != sender and sender not in holders[owner]:
                 raise ProtocolError("share from a client that is not the owner's holder")
-            expected = SecretKind.SELF_SEED if owner in survivors else SecretKind.MASK_KEY
-            if share.kind is not expected:
+            if share.kind is not (self_seed if owner in survivors else mask_key):
                 raise ProtocolError("share of the wrong secret kind")
-            if share.x != xs.x(owner, sender):
+            x = fixed_x if fixed_x is not None else xs.x(owner, sender)
+            if share.x != x:
                 raise ProtocolError("share at the wrong x-coordinate")
-            accepted.append((owner, share.x, decode_share_value(share.value)))
-            seen.add(owner)
+            accepted.append((owner, x, decode_share_value(share.value)))
+        points = self._points
         for owner, x, y in accepted:
-            self._points.setdefault(owner, []).append((x, y, sender))
+            entry = points.get(owner)
+            if entry is None:
+                points[owner] = [(x, y, sender)]
+            else:
+                entry.append((x, y, sender))
         self._unmask_from.add(sender)
 
     def finalize(self) -> AggregateResult:
@@ -438,12 +446,22 @@ class SecAggServer:
 
         return valid
 
-    def _matches_mask_key(self, owner: int) -> Callable[[bytes], bool]:
-        """Whether a mask private key matches ``owner``'s signed mask public key."""
+    def _matches_mask_key(
+        self, owner: int, loaded: dict[int, X25519PrivateKey]
+    ) -> Callable[[bytes], bool]:
+        """Whether a mask private key matches ``owner``'s signed mask public key.
+
+        The key that matches is kept in ``loaded`` (loading computes the public
+        key, about as costly as one key agreement).
+        """
         mask_key = self._ads[owner].mask_key
 
         def valid(raw: bytes) -> bool:
-            return ct_equal(x25519_public(raw), mask_key)
+            private = X25519PrivateKey.from_private_bytes(raw)
+            if not ct_equal(x25519_public_of(private), mask_key):
+                return False
+            loaded[owner] = private
+            return True
 
         return valid
 
@@ -466,8 +484,9 @@ class SecAggServer:
         for owner in self._u2:
             if owner in survivors:
                 continue
-            raw = recover(owner, self._matches_mask_key(owner))
-            private = X25519PrivateKey.from_private_bytes(raw)
+            loaded: dict[int, X25519PrivateKey] = {}
+            recover(owner, self._matches_mask_key(owner, loaded))
+            private = loaded[owner]
             for peer in self._neighbours[owner]:
                 if peer not in survivors:
                     continue
