@@ -50,7 +50,13 @@ from securefed.secagg.primitives import (
     x25519_usable,
 )
 from securefed.secagg.roster import Roster
-from securefed.secagg.shamir import correct, decode_share_value, lagrange_at_zero, reconstruct
+from securefed.secagg.shamir import (
+    FIELD_PRIME,
+    SHARE_BYTES,
+    correct,
+    lagrange_at_zero,
+    reconstruct,
+)
 
 __all__ = ["AggregateResult", "SecAggServer", "ServerStage"]
 
@@ -348,7 +354,11 @@ class SecAggServer:
             x = fixed_x if fixed_x is not None else xs.x(owner, sender)
             if share.x != x:
                 raise ProtocolError("share at the wrong x-coordinate")
-            accepted.append((owner, x, decode_share_value(share.value)))
+            value = share.value  # decode_share_value, inlined: 33 bytes, below p
+            y = int.from_bytes(value, "big")
+            if len(value) != SHARE_BYTES or y >= FIELD_PRIME:
+                raise ProtocolError("share value is not 33 bytes below p")
+            accepted.append((owner, x, y))
         points = self._points
         for owner, x, y in accepted:
             entry = points.get(owner)

@@ -319,3 +319,52 @@ def test_mask_seeds_depend_on_the_model(helpers, fed7):
     assert seed_a != derive.mask_seed(b_priv, a_pub, ctx_b, 2, 1)  # ... only on one model
     key_a = derive.share_channel(a_priv, b_pub, ctx_a, sender=1, receiver=2)
     assert key_a != derive.share_channel(b_priv, a_pub, ctx_b, sender=1, receiver=2)
+
+
+def test_server_refuses_malformed_unmask_shares_without_changing_state(
+    manual_round, fed7, ctx7, helpers
+):
+    """Each malformed share makes the whole message refused (ProtocolError), and
+    the server then accepts the sender's real message and unmasks exactly."""
+    from securefed.secagg.messages import UnmaskShare
+    from securefed.secagg.shamir import FIELD_PRIME
+
+    rnd = manual_round(fed7, ctx7, label="malformed-unmask")
+    rnd.advertise()
+    rnd.share()
+    rnd.mask(senders=[1, 2, 3, 4, 5, 6])  # 7 drops: its mask-key shares are revealed
+    rnd.sign()
+    reveals = rnd.reveal()
+    sender = 2
+    real = reveals[sender]
+    first = real.shares[0]
+
+    def with_first(**changes):
+        return dataclasses.replace(
+            real, shares=(dataclasses.replace(first, **changes), *real.shares[1:])
+        )
+
+    other_kind = SecretKind.MASK_KEY if first.kind is SecretKind.SELF_SEED else SecretKind.SELF_SEED
+    bad = [
+        with_first(kind=other_kind),
+        with_first(x=first.x + 1),
+        with_first(value=FIELD_PRIME.to_bytes(33, "big")),  # not below p
+        with_first(value=first.value[:32]),  # short
+        with_first(owner=99),  # not in U2
+        dataclasses.replace(real, shares=(first, *real.shares)),  # an owner twice
+        dataclasses.replace(
+            real,
+            shares=(
+                *real.shares,
+                UnmaskShare(owner=7, kind=SecretKind.SELF_SEED, x=1, value=first.value),
+            ),
+        ),
+    ]
+    for message in bad:
+        with pytest.raises(ProtocolError):
+            rnd.server.receive_unmask(message)
+    for message in reveals.values():
+        rnd.server.receive_unmask(message)
+    total = rnd.server.finalize().total
+    survivors = [1, 2, 3, 4, 5, 6]
+    assert (total == helpers.expected_sum(rnd.inputs, survivors, ctx7.params.ring_bits)).all()
