@@ -198,10 +198,12 @@ def ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> None:
         IntegrityError: the key or signature is malformed, or the signature does
             not verify.
     """
-    if len(public_key) != KEY_BYTES or len(signature) != SIGNATURE_BYTES:
-        raise IntegrityError()
     try:
-        VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
+        # memoryview, not bytes(): bytes(3) would be three zero bytes.
+        key, sig, msg = (memoryview(v).tobytes() for v in (public_key, signature, message))
+        if len(key) != KEY_BYTES or len(sig) != SIGNATURE_BYTES:
+            raise IntegrityError()
+        VerifyKey(key).verify(msg, sig)
     except (BadSignatureError, ValueError, TypeError):
         raise IntegrityError() from None
 

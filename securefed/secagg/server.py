@@ -355,8 +355,10 @@ class SecAggServer:
             if share.x != x:
                 raise ProtocolError("share at the wrong x-coordinate")
             value = share.value  # decode_share_value, inlined: 33 bytes, below p
+            if not isinstance(value, bytes) or len(value) != SHARE_BYTES:
+                raise ProtocolError("share value is not 33 bytes below p")
             y = int.from_bytes(value, "big")
-            if len(value) != SHARE_BYTES or y >= FIELD_PRIME:
+            if y >= FIELD_PRIME:
                 raise ProtocolError("share value is not 33 bytes below p")
             accepted.append((owner, x, y))
         points = self._points

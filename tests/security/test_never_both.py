@@ -350,6 +350,7 @@ def test_server_refuses_malformed_unmask_shares_without_changing_state(
         with_first(x=first.x + 1),
         with_first(value=FIELD_PRIME.to_bytes(33, "big")),  # not below p
         with_first(value=first.value[:32]),  # short
+        with_first(value="0" * 33),  # not bytes
         with_first(owner=99),  # not in U2
         dataclasses.replace(real, shares=(first, *real.shares)),  # an owner twice
         dataclasses.replace(

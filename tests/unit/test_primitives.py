@@ -209,6 +209,23 @@ def test_ed25519_verify_accepts_one_encoding_and_no_weak_key():
             prim.ed25519_verify(public, bad, b"message")
 
 
+def test_ed25519_verify_turns_every_bad_argument_into_integrity_error():
+    key = Ed25519PrivateKey.from_private_bytes(SEED)
+    public = key.public_key().public_bytes_raw()
+    empty_sig = key.sign(b"")
+    prim.ed25519_verify(bytearray(public), memoryview(empty_sig), b"")  # any bytes-like
+    for args in [
+        (None, empty_sig, b""),
+        (public, None, b""),
+        (public, empty_sig, None),
+        ("k" * 32, empty_sig, b""),
+        (public, empty_sig, 0),  # not b"": an int is not a message
+        (public[:31], empty_sig, b""),
+    ]:
+        with pytest.raises(IntegrityError):
+            prim.ed25519_verify(*args)
+
+
 def test_ed25519_verify_agrees_with_the_signer_on_honest_signatures():
     # Signatures made by ``cryptography`` (the signer every securefed party uses)
     # verify, over random keys and message lengths; a different message does not.
