@@ -579,6 +579,7 @@ def run_in_subprocess(cfg: Config) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     import cryptography
+    import nacl
 
     cpu = "unknown"
     ram = "unknown"
@@ -600,6 +601,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "cryptography": cryptography.__version__,
+        "pynacl": nacl.__version__,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -626,7 +628,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Command: `{data['command']}` — total runtime {data['runtime_s'] / 60:.1f} min.  ",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared and noisy; "
-        f"Python {m['python']}, numpy {m['numpy']}, cryptography {m['cryptography']}; "
+        f"Python {m['python']}, numpy {m['numpy']}, cryptography {m['cryptography']}, "
+        f"PyNaCl {m.get('pynacl', '?')}; "
         f"{m['date']}.",
         "",
         "Rounds through `securefed.simulation.run_secagg_round` (real client and server "
