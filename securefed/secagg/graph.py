@@ -294,7 +294,8 @@ def neighbourhoods(
     if len(set(ids)) != len(ids) or len(ids) != params.n:
         raise ValueError("cohort must hold params.n distinct ids")
     if params.kind is GraphKind.FULL:
-        return {u: tuple(v for v in ids if v != u) for u in ids}
+        everyone = tuple(ids)  # slices, not a filter per entry: this is n^2 work
+        return {u: everyone[:i] + everyone[i + 1 :] for i, u in enumerate(everyone)}
     ring = sorted(ids, key=lambda u: sha256(GRAPH_LABEL, seed, u.to_bytes(4, "big")))
     n = len(ring)
     half = params.degree // 2
