@@ -6,6 +6,7 @@ that the vectors in ``protocols/secagg/vectors/`` pin them.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 
@@ -48,6 +49,18 @@ def _label(w: Writer, label: bytes) -> Writer:
     return w.fixed(label, len(label))
 
 
+@functools.lru_cache(maxsize=64)
+def _round_info(label: bytes, round_id: int, model_hash: bytes) -> bytes:
+    """``label || u8(version) || u64(round_id) || model_hash``, built once per round.
+
+    It is the part of a per-pair HKDF ``info`` that every pair of a round shares;
+    a client derives about 3k pair keys a round at n = 500.
+    """
+    if len(model_hash) != KEY_BYTES:
+        raise ValueError(f"expected {KEY_BYTES} bytes, got {len(model_hash)}")
+    return label + struct.pack(">BQ", PROTOCOL_VERSION, round_id) + model_hash
+
+
 def advertise_payload(
     context_digest: bytes, client_id: int, encryption_key: bytes, mask_key: bytes, commitment: bytes
 ) -> bytes:
@@ -87,12 +100,11 @@ def share_channel_from_secret(
     shared_secret: bytes, context: RoundContext, *, sender: int, receiver: int
 ) -> tuple[bytes, bytes]:
     """:func:`share_channel` from an X25519 secret already computed (one per pair, both ways)."""
-    info = _label(Writer(), LABEL_SHARE_KEY).u8(PROTOCOL_VERSION).u64(context.round_id)
-    info.fixed(context.model_hash, KEY_BYTES).u32(sender).u32(receiver)
+    info = _round_info(LABEL_SHARE_KEY, context.round_id, context.model_hash)
     okm = hkdf_sha256(
         shared_secret,
         salt=context.digest(),
-        info=info.getvalue(),
+        info=info + struct.pack(">II", sender, receiver),
         length=AEAD_KEY_BYTES + AEAD_NONCE_BYTES,
     )
     return okm[:AEAD_KEY_BYTES], okm[AEAD_KEY_BYTES:]
@@ -100,9 +112,10 @@ def share_channel_from_secret(
 
 def share_associated_data(context: RoundContext, *, sender: int, receiver: int) -> bytes:
     """AEAD associated data: sender, receiver, round, stage, model hash and context."""
-    w = _label(Writer(), LABEL_SHARE_AD).u32(sender).u32(receiver).u64(context.round_id)
-    w.u8(STAGE_SHARE_KEYS).fixed(context.model_hash, KEY_BYTES).fixed(context.digest(), KEY_BYTES)
-    return w.getvalue()
+    if len(context.model_hash) != KEY_BYTES:
+        raise ValueError(f"expected {KEY_BYTES} bytes, got {len(context.model_hash)}")
+    head = struct.pack(">IIQB", sender, receiver, context.round_id, STAGE_SHARE_KEYS)
+    return LABEL_SHARE_AD + head + context.model_hash + context.digest()
 
 
 def mask_seed(
@@ -114,12 +127,11 @@ def mask_seed(
     context digest; ``info`` = label, version, round, model hash, sorted id pair.
     """
     low, high = (a, b) if a < b else (b, a)
-    info = _label(Writer(), LABEL_MASK_SEED).u8(PROTOCOL_VERSION).u64(context.round_id)
-    info.fixed(context.model_hash, KEY_BYTES).u32(low).u32(high)
+    info = _round_info(LABEL_MASK_SEED, context.round_id, context.model_hash)
     return hkdf_sha256(
         x25519_shared(own_private, peer_public),
         salt=context.digest(),
-        info=info.getvalue(),
+        info=info + struct.pack(">II", low, high),
         length=KEY_BYTES,
     )
 
