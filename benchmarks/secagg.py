@@ -50,6 +50,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,14 @@ def _client_floor(n: int, m: int, bits: int, degree: float, checks: float) -> di
         keys[0].sign(message)
     pk = time.process_time() - t0
     return {"prg": prg, "pk": pk, "total": prg + pk}
+
+
+def server_mask_count(
+    neighbours: dict[int, tuple[int, ...]], survivors: set[int], dropped: Iterable[int]
+) -> int:
+    """Masks the server expands: one self mask per survivor, plus one pairwise mask
+    per surviving neighbour of each dropped client."""
+    return len(survivors) + sum(len(set(neighbours[d]) & survivors) for d in dropped)
 
 
 def _server_floor(m: int, bits: int, expansions: int) -> float:
@@ -441,9 +450,7 @@ def run_worker(cfg: Config, *, profile: str | None = None) -> dict[str, Any]:
         degree = float(np.mean([len(neighbours[u]) for u in survivors]))
         # Each client verifies every consistency signature in the bundle (the global quorum).
         checks = float(len(u4))
-        server_expansions = len(survivors) + sum(
-            len(set(neighbours[d]) & survivors) for d in setup["dropped"]
-        )
+        server_expansions = server_mask_count(neighbours, survivors, setup["dropped"])
         after = floors(degree, checks, server_expansions, len(survivors))
         floor = {k: min(before[k], after[k]) for k in before}
         before = after

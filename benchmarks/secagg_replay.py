@@ -31,41 +31,40 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import secagg as bench  # the benchmark module beside this file
 
+RECEIVES = (
+    "receive_advertisement",
+    "receive_share_keys",
+    "receive_masked_input",
+    "receive_consistency",
+    "receive_unmask",
+)
+CLOSE_AFTER = {
+    "receive_advertisement": "close_advertise",
+    "receive_share_keys": "close_share_keys",
+    "receive_masked_input": "close_masked_input",
+    "receive_consistency": "close_consistency",
+}
+
 
 def record_round(setup: dict[str, Any]) -> list[tuple[str, type, bytes]]:
     """Run one simulated round; return its client -> server messages in order."""
     import securefed.simulation as simulation
-    from securefed.secagg import messages
     from securefed.secagg.server import SecAggServer
 
     log: list[tuple[str, type, bytes]] = []
 
-    class Recording(SecAggServer):
-        def _log(self, name: str, message: Any) -> None:
+    def recording(name: str) -> Any:
+        receive = getattr(SecAggServer, name)
+
+        def call(self: SecAggServer, message: Any) -> None:
             log.append((name, type(message), message.to_bytes()))
+            receive(self, message)
 
-        def receive_advertisement(self, message: messages.AdvertiseKeys) -> None:
-            self._log("receive_advertisement", message)
-            super().receive_advertisement(message)
+        return call
 
-        def receive_share_keys(self, message: messages.ShareKeys) -> None:
-            self._log("receive_share_keys", message)
-            super().receive_share_keys(message)
-
-        def receive_masked_input(self, update: object) -> None:
-            self._log("receive_masked_input", update)
-            super().receive_masked_input(update)
-
-        def receive_consistency(self, message: messages.ConsistencySignature) -> None:
-            self._log("receive_consistency", message)
-            super().receive_consistency(message)
-
-        def receive_unmask(self, message: messages.UnmaskShares) -> None:
-            self._log("receive_unmask", message)
-            super().receive_unmask(message)
-
+    recorder = type("Recording", (SecAggServer,), {n: recording(n) for n in RECEIVES})
     original = simulation.SecAggServer
-    simulation.SecAggServer = Recording  # type: ignore[misc]
+    simulation.SecAggServer = recorder  # type: ignore[misc]
     try:
         report = simulation.run_secagg_round(
             roster=setup["roster"],
@@ -79,14 +78,6 @@ def record_round(setup: dict[str, Any]) -> list[tuple[str, type, bytes]]:
     if report.result is None:
         raise SystemExit(f"the recorded round aborted: {report.error!r}")
     return log
-
-
-CLOSE_AFTER = {
-    "receive_advertisement": "close_advertise",
-    "receive_share_keys": "close_share_keys",
-    "receive_masked_input": "close_masked_input",
-    "receive_consistency": "close_consistency",
-}
 
 
 def replay(setup: dict[str, Any], log: list[tuple[str, type, bytes]]) -> float:
@@ -117,15 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     setup = bench._setup(cfg)
     log = record_round(setup)
     bits = setup["context"].params.ring_bits
-    # The server PRG floor: one self mask per survivor and one pairwise mask per
-    # surviving neighbour of each dropped client, on the graph the round used.
+    # The server PRG floor, on the graph the round used.
     from securefed.secagg.cohort import cohort_layout
     from securefed.secagg.messages import AdvertiseKeys
 
     ads = [AdvertiseKeys.from_bytes(d) for _, kind, d in log if kind is AdvertiseKeys]
     _, neighbours, _ = cohort_layout({a.client_id: a for a in ads}, setup["context"])
     survivors = {a.client_id for a in ads} - set(setup["dropped"])
-    expansions = len(survivors) + sum(len(set(neighbours[d]) & survivors) for d in setup["dropped"])
+    expansions = bench.server_mask_count(neighbours, survivors, setup["dropped"])
     ratios = []
     for _ in range(args.replays):
         gc.collect()
