@@ -46,7 +46,6 @@ __all__ = [
     "sha256",
     "x25519_generate",
     "x25519_public",
-    "x25519_public_of",
     "x25519_shared",
     "x25519_usable",
 ]
@@ -103,13 +102,10 @@ def x25519_generate(rng: RandomSource) -> tuple[bytes, bytes]:
 
 def x25519_public(private_key: bytes) -> bytes:
     """The X25519 public key of a 32-byte private key."""
-    return x25519_public_of(X25519PrivateKey.from_private_bytes(private_key))
-
-
-def x25519_public_of(private_key: X25519PrivateKey) -> bytes:
-    """The raw 32-byte public key of a loaded X25519 private key."""
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    return (
+        X25519PrivateKey.from_private_bytes(private_key)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
 
 
@@ -187,7 +183,8 @@ def ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> None:
 
     libsodium's check is strict: besides the equation it refuses a non-canonical
     S (S >= L), a non-canonical or small-order public key, and a small-order R, so
-    a signature that verifies has exactly one encoding (protocols/secagg.md §3.3).
+    nobody without the key can turn a valid signature into a second valid
+    encoding, and no weak key verifies a forgery (protocols/secagg.md §3.3).
     It costs about 54 µs here, against about 105 µs for OpenSSL's through
     ``cryptography``; every party checks many signatures a round. Signing stays
     with ``cryptography``: RFC 8032 signatures are deterministic and canonical, so

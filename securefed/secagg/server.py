@@ -46,17 +46,11 @@ from securefed.secagg.primitives import (
     ct_equal,
     ed25519_verify,
     ring_dtype,
-    x25519_public_of,
+    x25519_public,
     x25519_usable,
 )
 from securefed.secagg.roster import Roster
-from securefed.secagg.shamir import (
-    FIELD_PRIME,
-    SHARE_BYTES,
-    correct,
-    lagrange_at_zero,
-    reconstruct,
-)
+from securefed.secagg.shamir import correct, decode_share_value, lagrange_at_zero, reconstruct
 
 __all__ = ["AggregateResult", "SecAggServer", "ServerStage"]
 
@@ -354,20 +348,9 @@ class SecAggServer:
             x = fixed_x if fixed_x is not None else xs.x(owner, sender)
             if share.x != x:
                 raise ProtocolError("share at the wrong x-coordinate")
-            value = share.value  # decode_share_value, inlined: 33 bytes, below p
-            if not isinstance(value, bytes) or len(value) != SHARE_BYTES:
-                raise ProtocolError("share value is not 33 bytes below p")
-            y = int.from_bytes(value, "big")
-            if y >= FIELD_PRIME:
-                raise ProtocolError("share value is not 33 bytes below p")
-            accepted.append((owner, x, y))
-        points = self._points
+            accepted.append((owner, x, decode_share_value(share.value)))
         for owner, x, y in accepted:
-            entry = points.get(owner)
-            if entry is None:
-                points[owner] = [(x, y, sender)]
-            else:
-                entry.append((x, y, sender))
+            self._points.setdefault(owner, []).append((x, y, sender))
         self._unmask_from.add(sender)
 
     def finalize(self) -> AggregateResult:
@@ -458,22 +441,12 @@ class SecAggServer:
 
         return valid
 
-    def _matches_mask_key(
-        self, owner: int, loaded: dict[int, X25519PrivateKey]
-    ) -> Callable[[bytes], bool]:
-        """Whether a mask private key matches ``owner``'s signed mask public key.
-
-        The key that matches is kept in ``loaded`` (loading computes the public
-        key, about as costly as one key agreement).
-        """
+    def _matches_mask_key(self, owner: int) -> Callable[[bytes], bool]:
+        """Whether a mask private key matches ``owner``'s signed mask public key."""
         mask_key = self._ads[owner].mask_key
 
         def valid(raw: bytes) -> bool:
-            private = X25519PrivateKey.from_private_bytes(raw)
-            if not ct_equal(x25519_public_of(private), mask_key):
-                return False
-            loaded[owner] = private
-            return True
+            return ct_equal(x25519_public(raw), mask_key)
 
         return valid
 
@@ -496,9 +469,8 @@ class SecAggServer:
         for owner in self._u2:
             if owner in survivors:
                 continue
-            loaded: dict[int, X25519PrivateKey] = {}
-            recover(owner, self._matches_mask_key(owner, loaded))
-            private = loaded[owner]
+            raw = recover(owner, self._matches_mask_key(owner))
+            private = X25519PrivateKey.from_private_bytes(raw)
             for peer in self._neighbours[owner]:
                 if peer not in survivors:
                     continue

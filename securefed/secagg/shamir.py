@@ -303,7 +303,7 @@ def encode_share_value(y: int) -> bytes:
 
 def decode_share_value(data: bytes) -> int:
     """Decode a 33-byte share value, rejecting non-canonical encodings."""
-    if len(data) != SHARE_BYTES:
+    if not isinstance(data, bytes) or len(data) != SHARE_BYTES:
         raise ProtocolError("share value must be 33 bytes")
     y = int.from_bytes(data, "big")
     if y >= FIELD_PRIME:

@@ -94,6 +94,8 @@ def test_share_value_encoding():
         decode_share_value(data[:-1])
     with pytest.raises(ProtocolError):
         decode_share_value(data + b"\x00")
+    with pytest.raises(ProtocolError):
+        decode_share_value("0" * SHARE_BYTES)  # type: ignore[arg-type]  # not bytes
 
 
 def test_out_of_range_reconstruction_is_a_protocol_error():
