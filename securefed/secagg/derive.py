@@ -54,10 +54,9 @@ def _round_info(label: bytes, round_id: int, model_hash: bytes) -> bytes:
     """``label || u8(version) || u64(round_id) || model_hash``, built once per round.
 
     It is the part of a per-pair HKDF ``info`` that every pair of a round shares;
-    a client derives about 3k pair keys a round at n = 500.
+    a client derives about 3k pair keys a round at n = 500. (``RoundContext``
+    has checked that the model hash is 32 bytes.)
     """
-    if len(model_hash) != KEY_BYTES:
-        raise ValueError(f"expected {KEY_BYTES} bytes, got {len(model_hash)}")
     return label + struct.pack(">BQ", PROTOCOL_VERSION, round_id) + model_hash
 
 
@@ -112,8 +111,6 @@ def share_channel_from_secret(
 
 def share_associated_data(context: RoundContext, *, sender: int, receiver: int) -> bytes:
     """AEAD associated data: sender, receiver, round, stage, model hash and context."""
-    if len(context.model_hash) != KEY_BYTES:
-        raise ValueError(f"expected {KEY_BYTES} bytes, got {len(context.model_hash)}")
     head = struct.pack(">IIQB", sender, receiver, context.round_id, STAGE_SHARE_KEYS)
     return LABEL_SHARE_AD + head + context.model_hash + context.digest()
 
