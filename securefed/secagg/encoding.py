@@ -133,6 +133,10 @@ class Reader:
             raise ProtocolError("list is longer than allowed")
         return n
 
+    def fields(self, layout: struct.Struct) -> tuple[Any, ...]:
+        """Read one fixed-size record of ``layout`` (several fields in one step)."""
+        return layout.unpack_from(self._data, self._advance(layout.size))
+
     def records(self, fmt: str) -> list[tuple[Any, ...]]:
         """Read a u32 count, then that many fixed-size records of struct format ``fmt``."""
         layout = struct.Struct(fmt)

@@ -9,6 +9,7 @@ rejects them. There is deliberately no message type for a plaintext update.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -65,7 +66,11 @@ class SecretKind(enum.IntEnum):
     MASK_KEY = 2
 
 
+_SECRET_KINDS: dict[int, SecretKind] = {int(k): k for k in SecretKind}
+
 M = TypeVar("M", bound="Message")
+_HEADER = struct.Struct(f">4sBB{KEY_BYTES}s")
+"""Magic, protocol version, message type, round-context digest."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,15 +138,20 @@ class AdvertiseKeys(Message):
         w.fixed(self.mask_key, KEY_BYTES).fixed(self.seed_commitment, KEY_BYTES)
         w.fixed(self.signature, SIGNATURE_BYTES)
 
+    _BODY: ClassVar[struct.Struct] = struct.Struct(
+        f">I{KEY_BYTES}s{KEY_BYTES}s{KEY_BYTES}s{SIGNATURE_BYTES}s"
+    )
+
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> AdvertiseKeys:
+        client_id, encryption_key, mask_key, commitment, signature = r.fields(cls._BODY)
         return cls(
             context_digest=context_digest,
-            client_id=r.u32(),
-            encryption_key=r.fixed(KEY_BYTES),
-            mask_key=r.fixed(KEY_BYTES),
-            seed_commitment=r.fixed(KEY_BYTES),
-            signature=r.fixed(SIGNATURE_BYTES),
+            client_id=client_id,
+            encryption_key=encryption_key,
+            mask_key=mask_key,
+            seed_commitment=commitment,
+            signature=signature,
         )
 
 
@@ -249,11 +259,12 @@ class ConsistencySignature(Message):
     def _encode_body(self, w: Writer) -> None:
         w.u32(self.sender).fixed(self.signature, SIGNATURE_BYTES)
 
+    _BODY: ClassVar[struct.Struct] = struct.Struct(f">I{SIGNATURE_BYTES}s")
+
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> ConsistencySignature:
-        return cls(
-            context_digest=context_digest, sender=r.u32(), signature=r.fixed(SIGNATURE_BYTES)
-        )
+        sender, signature = r.fields(cls._BODY)
+        return cls(context_digest=context_digest, sender=sender, signature=signature)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,10 +317,9 @@ class UnmaskShares(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> UnmaskShares:
         sender = r.u32()
-        kinds = {int(k): k for k in SecretKind}
         shares = []
         for owner, code, x, value in r.records(f">IBI{SHARE_BYTES}s"):
-            kind = kinds.get(code)
+            kind = _SECRET_KINDS.get(code)
             if kind is None:
                 raise ProtocolError("unknown secret kind")
             shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=value))
@@ -339,17 +349,16 @@ def decode_message(data: bytes) -> Message:
         ProtocolError: bad magic, version or type; truncated or trailing bytes.
     """
     r = Reader(data)
-    if r.fixed(4) != MAGIC:
+    if data[:4] != MAGIC:  # (Reader has checked that data is bytes-like)
         raise ProtocolError("not a securefed secure-aggregation message")
-    if r.u8() != WIRE_VERSION:
+    _, version, code, context_digest = r.fields(_HEADER)
+    if version != WIRE_VERSION:
         raise ProtocolError("unsupported protocol version")
-    code = r.u8()
     if code in (MessageType.INPUT_VALIDATION_REQUEST, MessageType.INPUT_VALIDATION_RESPONSE):
         raise ProtocolError("the input-validation stage is not supported in protocol version 1")
     decoder = _DECODERS.get(code)
     if decoder is None:
         raise ProtocolError("unknown message type")
-    context_digest = r.fixed(KEY_BYTES)
     message = decoder._decode_body(r, context_digest)
     r.done()
     return message

@@ -8,6 +8,7 @@ high bits of the last byte are zero and are checked on unpacking.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -113,60 +114,94 @@ def _strided(bits: int, count: int) -> bool:
     return count > 0 and bits + 8 - math.gcd(bits, 8) <= 64
 
 
-def _strided_loads(
-    data: memoryview, bits: int, count: int
-) -> Iterator[tuple[int, list[npt.NDArray[np.unsignedinteger[Any]]]]]:
-    """Byte-aligned strided word loads: per column ``k``, ``(shift, parts)``.
+@functools.lru_cache(maxsize=64)
+def _runs(bits: int) -> tuple[tuple[int, int, int, int, np.dtype[Any], int], ...]:
+    """The columns of the strided decoding, grouped into runs that one 2-D load reads.
 
     Element ``i`` starts in byte ``(i*b) // 8`` at bit ``(i*b) % 8``; with
     ``g = 8 / gcd(b, 8)`` elements per ``g*b/8`` bytes, every ``g``-th element starts
     at the same bit offset, so column ``k`` (elements ``k::g``) is one strided,
-    unaligned load of little-endian words whose bits from ``shift`` up hold the
-    elements, followed by other bits above bit ``shift + b``. ``parts`` are that
-    load in order: the rows whose word lies inside ``data`` are read in place,
-    the last few from a zero-padded copy of the tail. Needs
-    ``b + 8 - gcd(b, 8) <= 64``. ``data`` is the byte view :func:`_check` returned.
+    unaligned load of little-endian words at byte ``offset_k`` whose bits from
+    ``shift_k`` up hold the elements, followed by other bits above bit
+    ``shift_k + b``. Consecutive columns with the same word size whose offsets
+    are evenly spaced form a run, read as one ``(columns, groups)`` view (for
+    b = 26 the four columns sit at bytes 0, 3, 6, 9: one run). Each run is
+    ``(first, end, offset, step, word, last)``: columns ``first:end``, the first at
+    byte ``offset``, the next ``step`` bytes on, in words of dtype ``word``, the
+    last at byte ``last``. Needs ``b + 8 - gcd(b, 8) <= 64``.
+    """
+    group = 8 // math.gcd(bits, 8)
+    columns = []
+    for k in range(group):
+        offset, shift = divmod(k * bits, 8)
+        columns.append((offset, np.dtype("<u4" if shift + bits <= 32 else "<u8")))
+    runs = []
+    first = 0
+    while first < group:
+        offset, word = columns[first]
+        end, step = first + 1, 0
+        if end < group and columns[end][1] == word:
+            step = columns[end][0] - offset
+            while (
+                end < group
+                and columns[end][1] == word
+                and columns[end][0] - columns[end - 1][0] == step
+            ):
+                end += 1
+        runs.append((first, end, offset, step, word, columns[end - 1][0]))
+        first = end
+    return tuple(runs)
+
+
+def _shifts(bits: int, first: int, end: int, word: np.dtype[Any]) -> npt.NDArray[Any] | None:
+    """Per-column right shifts of a run, as a ``(columns, 1)`` array; ``None`` if all zero."""
+    shifts = [k * bits % 8 for k in range(first, end)]
+    return np.array(shifts, dtype=word).reshape(-1, 1) if any(shifts) else None
+
+
+def _strided_loads(
+    data: memoryview, bits: int, count: int
+) -> Iterator[tuple[int, int, npt.NDArray[Any] | None, list[tuple[int, npt.NDArray[Any]]]]]:
+    """Byte-aligned strided word loads, one run of :func:`_runs` at a time.
+
+    Yields ``(first, end, shifts, parts)``: columns ``first:end``, their right shifts
+    (``None`` when all are zero) and the load as ``(row, words)`` parts, ``words``
+    of shape ``(end - first, rows)`` holding groups ``row:row + rows``. Groups
+    whose words lie inside ``data`` are read in place, the last few from a
+    zero-padded copy of the tail. ``data`` is the byte view :func:`_check` returned.
     """
     group = 8 // math.gcd(bits, 8)
     group_bytes = group * bits // 8
     groups = -(-count // group)
     raw = np.frombuffer(data, dtype=np.uint8)
-    layout = []
-    for k in range(group):
-        offset, shift = divmod(k * bits, 8)
-        word_type = "<u4" if shift + bits <= 32 else "<u8"
-        room = raw.size - offset - np.dtype(word_type).itemsize
-        inside = 0 if room < 0 else min(groups, room // group_bytes + 1)
-        layout.append((offset, shift, word_type, inside))
-    first = min(inside for *_, inside in layout)
-    tail = np.zeros((groups - first) * group_bytes + 8, dtype=np.uint8)
-    tail[: raw.size - first * group_bytes] = raw[first * group_bytes :]
-    for offset, shift, word_type, inside in layout:
+    runs = _runs(bits)
+    inside = []
+    for *_, word, last in runs:
+        room = raw.size - last - word.itemsize
+        inside.append(0 if room < 0 else min(groups, room // group_bytes + 1))
+    lowest = min(inside)
+    # Every load of a run's last rows ends within group_bytes + 8 bytes of its group.
+    tail = np.zeros((groups - lowest) * group_bytes + 8, dtype=np.uint8)
+    tail[: raw.size - lowest * group_bytes] = raw[lowest * group_bytes :]
+    for (first, end, offset, step, word, _), rows in zip(runs, inside, strict=True):
         parts = [
-            np.ndarray(
-                (rows,), dtype=word_type, buffer=buffer, offset=start, strides=(group_bytes,)
+            (
+                row,
+                np.ndarray(
+                    (end - first, size),
+                    dtype=word,
+                    buffer=buffer,
+                    offset=start,
+                    strides=(step, group_bytes),
+                ),
             )
-            for rows, buffer, start in (
-                (inside, raw, offset),
-                (groups - inside, tail, (inside - first) * group_bytes + offset),
+            for row, size, buffer, start in (
+                (0, rows, raw, offset),
+                (rows, groups - rows, tail, (rows - lowest) * group_bytes + offset),
             )
-            if rows
+            if size
         ]
-        yield shift, parts
-
-
-def _strided_columns(data: memoryview, bits: int, count: int) -> tuple[int, Iterator[RingArray]]:
-    """Decode by strided loads: ``(g, columns)``, column ``k`` = elements ``k::g`` (see above)."""
-
-    def columns() -> Iterator[RingArray]:
-        for shift, parts in _strided_loads(data, bits, count):
-            column = np.concatenate([part >> part.dtype.type(shift) for part in parts])
-            # (count > 0 here, so ``parts`` is never empty)
-            if shift + bits != 8 * column.itemsize:
-                column &= column.dtype.type((1 << bits) - 1)
-            yield column
-
-    return 8 // math.gcd(bits, 8), columns()
+        yield first, end, _shifts(bits, first, end, word), parts
 
 
 def unpack(data: bytes | memoryview, bits: int, count: int) -> RingArray:
@@ -176,10 +211,15 @@ def unpack(data: bytes | memoryview, bits: int, count: int) -> RingArray:
         ProtocolError: wrong length or non-zero padding bits.
     """
     if _strided(bits, count):
-        group, columns = _strided_columns(_check(data, bits, count), bits, count)
+        group = 8 // math.gcd(bits, 8)
         values = np.empty((-(-count // group), group), dtype=ring_dtype(bits))
-        for k, column in enumerate(columns):
-            values[:, k] = column
+        mask = (1 << bits) - 1
+        for first, end, shifts, parts in _strided_loads(_check(data, bits, count), bits, count):
+            for row, words in parts:
+                block = words if shifts is None else words >> shifts
+                if bits < 8 * block.itemsize:
+                    block = block & block.dtype.type(mask)
+                values[row : row + block.shape[1], first:end] = block.T
         return values.reshape(-1)[:count]
     words = _checked_words(data, bits, count)
     values = np.empty((words.shape[0], _word_bits(bits)), dtype=ring_dtype(bits))
@@ -197,8 +237,9 @@ class PackedSum:
     divides) without first cutting each one to ``b`` bits: the bits a word load
     picks up above an element are multiples of ``2^b`` and vanish in the one
     reduction :meth:`total` makes. With strided decoding the sum is kept
-    column-major, one contiguous row per column of :func:`_strided_columns`, so
-    each add is a contiguous pass.
+    column-major, one contiguous row per column (elements ``k::g``), so each run
+    of :func:`_runs` adds into a block of whole rows: one 2-D shift and one 2-D
+    add per run, not per column.
 
     Args:
         bits: element width ``b`` (1 to 64).
@@ -221,7 +262,9 @@ class PackedSum:
             group = 8 // math.gcd(bits, 8)
             groups = -(-count // group)
             self._acc: RingArray = np.zeros((group, groups), dtype=dtype)
-            self._scratch = {4: np.empty(groups, np.uint32), 8: np.empty(groups, np.uint64)}
+            self._scratch = {
+                word.itemsize: np.empty((group, groups), dtype=word) for *_, word, _ in _runs(bits)
+            }
         else:
             width = _word_bits(bits)
             self._acc = np.zeros((-(-count // width), width), dtype=dtype)
@@ -238,17 +281,15 @@ class PackedSum:
         bits, count = self._bits, self._count
         if self._strided:
             view = _check(data, bits, count)
-            for k, (shift, parts) in enumerate(_strided_loads(view, bits, count)):
-                start = 0
-                for loaded in parts:
-                    row = self._acc[k, start : start + loaded.size]
-                    start += loaded.size
-                    if shift:
-                        scratch = self._scratch[loaded.itemsize][: loaded.size]
-                        np.right_shift(loaded, loaded.dtype.type(shift), out=scratch)
-                        np.add(row, scratch, out=row, casting="unsafe")
-                    else:
-                        np.add(row, loaded, out=row, casting="unsafe")
+            for first, end, shifts, parts in _strided_loads(view, bits, count):
+                for row, words in parts:
+                    rows = self._acc[first:end, row : row + words.shape[1]]
+                    if shifts is None:
+                        np.add(rows, words, out=rows, casting="unsafe")
+                        continue
+                    scratch = self._scratch[words.itemsize][: end - first, : words.shape[1]]
+                    np.right_shift(words, shifts, out=scratch)
+                    np.add(rows, scratch, out=rows, casting="unsafe")
             return
         words = _checked_words(data, bits, count)
         for i, column in _columns(words, bits):
