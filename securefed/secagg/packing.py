@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,9 +115,28 @@ def _strided(bits: int, count: int) -> bool:
     return count > 0 and bits + 8 - math.gcd(bits, 8) <= 64
 
 
-@functools.lru_cache(maxsize=64)
-def _runs(bits: int) -> tuple[tuple[int, int, int, int, np.dtype[Any], int], ...]:
-    """The columns of the strided decoding, grouped into runs that one 2-D load reads.
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Columns ``first:end`` of the strided decoding, read as one 2-D load.
+
+    ``parts`` are ``(row, rows, in_tail, start)``: groups ``row:row + rows`` are
+    read from byte ``start`` of the packed vector, or of its zero-padded tail copy
+    when ``in_tail``; consecutive columns are ``step`` bytes apart and groups
+    ``group_bytes`` apart, in words of dtype ``word``. ``shifts`` are the
+    columns' right shifts as a ``(columns, 1)`` array, ``None`` when all are zero.
+    """
+
+    first: int
+    end: int
+    step: int
+    word: np.dtype[Any]
+    shifts: npt.NDArray[Any] | None
+    parts: tuple[tuple[int, int, bool, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How :func:`_strided_loads` reads ``count`` packed elements of ``bits`` bits.
 
     Element ``i`` starts in byte ``(i*b) // 8`` at bit ``(i*b) % 8``; with
     ``g = 8 / gcd(b, 8)`` elements per ``g*b/8`` bytes, every ``g``-th element starts
@@ -124,84 +144,112 @@ def _runs(bits: int) -> tuple[tuple[int, int, int, int, np.dtype[Any], int], ...
     unaligned load of little-endian words at byte ``offset_k`` whose bits from
     ``shift_k`` up hold the elements, followed by other bits above bit
     ``shift_k + b``. Consecutive columns with the same word size whose offsets
-    are evenly spaced form a run, read as one ``(columns, groups)`` view (for
-    b = 26 the four columns sit at bytes 0, 3, 6, 9: one run). Each run is
-    ``(first, end, offset, step, word, last)``: columns ``first:end``, the first at
-    byte ``offset``, the next ``step`` bytes on, in words of dtype ``word``, the
-    last at byte ``last``. Needs ``b + 8 - gcd(b, 8) <= 64``.
+    are evenly spaced form a :class:`_Run`, read as one ``(columns, groups)``
+    view: for b = 26 the four columns sit at bytes 0, 3, 6, 9, one run. The
+    groups whose words lie inside the packed vector are read in place, the last
+    few from a zero-padded copy of its bytes from ``tail_from`` on
+    (``tail_bytes`` long). Needs ``b + 8 - gcd(b, 8) <= 64``.
     """
-    group = 8 // math.gcd(bits, 8)
-    columns = []
-    for k in range(group):
-        offset, shift = divmod(k * bits, 8)
-        columns.append((offset, np.dtype("<u4" if shift + bits <= 32 else "<u8")))
-    runs = []
-    first = 0
-    while first < group:
-        offset, word = columns[first]
-        end, step = first + 1, 0
-        if end < group and columns[end][1] == word:
-            step = columns[end][0] - offset
-            while (
-                end < group
-                and columns[end][1] == word
-                and columns[end][0] - columns[end - 1][0] == step
-            ):
-                end += 1
-        runs.append((first, end, offset, step, word, columns[end - 1][0]))
-        first = end
-    return tuple(runs)
+
+    group: int
+    group_bytes: int
+    groups: int
+    tail_from: int
+    tail_bytes: int
+    runs: tuple[_Run, ...]
 
 
-def _shifts(bits: int, first: int, end: int, word: np.dtype[Any]) -> npt.NDArray[Any] | None:
-    """Per-column right shifts of a run, as a ``(columns, 1)`` array; ``None`` if all zero."""
-    shifts = [k * bits % 8 for k in range(first, end)]
-    return np.array(shifts, dtype=word).reshape(-1, 1) if any(shifts) else None
-
-
-def _strided_loads(
-    data: memoryview, bits: int, count: int
-) -> Iterator[tuple[int, int, npt.NDArray[Any] | None, list[tuple[int, npt.NDArray[Any]]]]]:
-    """Byte-aligned strided word loads, one run of :func:`_runs` at a time.
-
-    Yields ``(first, end, shifts, parts)``: columns ``first:end``, their right shifts
-    (``None`` when all are zero) and the load as ``(row, words)`` parts, ``words``
-    of shape ``(end - first, rows)`` holding groups ``row:row + rows``. Groups
-    whose words lie inside ``data`` are read in place, the last few from a
-    zero-padded copy of the tail. ``data`` is the byte view :func:`_check` returned.
-    """
+@functools.lru_cache(maxsize=64)
+def _layout(bits: int, count: int) -> _Layout:
+    """The :class:`_Layout` of ``count`` elements of ``bits`` bits (see there)."""
     group = 8 // math.gcd(bits, 8)
     group_bytes = group * bits // 8
     groups = -(-count // group)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    runs = _runs(bits)
-    inside = []
-    for *_, word, last in runs:
-        room = raw.size - last - word.itemsize
+    size = packed_size(count, bits)
+    columns = []
+    for k in range(group):
+        offset, shift = divmod(k * bits, 8)
+        columns.append((offset, shift, np.dtype("<u4" if shift + bits <= 32 else "<u8")))
+    spans = []  # (first, end, step)
+    first = 0
+    while first < group:
+        end, step = first + 1, 0
+        if end < group and columns[end][2] == columns[first][2]:
+            step = columns[end][0] - columns[first][0]
+            while (
+                end < group
+                and columns[end][2] == columns[first][2]
+                and columns[end][0] - columns[end - 1][0] == step
+            ):
+                end += 1
+        spans.append((first, end, step))
+        first = end
+    inside = []  # per run, the groups whose every word lies inside the packed vector
+    for _, end, _ in spans:
+        last, _, word = columns[end - 1]
+        room = size - last - word.itemsize
         inside.append(0 if room < 0 else min(groups, room // group_bytes + 1))
     lowest = min(inside)
-    # Every load of a run's last rows ends within group_bytes + 8 bytes of its group.
-    tail = np.zeros((groups - lowest) * group_bytes + 8, dtype=np.uint8)
-    tail[: raw.size - lowest * group_bytes] = raw[lowest * group_bytes :]
-    for (first, end, offset, step, word, _), rows in zip(runs, inside, strict=True):
-        parts = [
-            (
-                row,
-                np.ndarray(
-                    (end - first, size),
-                    dtype=word,
-                    buffer=buffer,
-                    offset=start,
-                    strides=(step, group_bytes),
-                ),
+    runs = []
+    for (first, end, step), rows in zip(spans, inside, strict=True):
+        offset, _, word = columns[first]
+        shifts = [shift for _, shift, _ in columns[first:end]]
+        parts = (
+            (0, rows, False, offset),
+            (rows, groups - rows, True, (rows - lowest) * group_bytes + offset),
+        )
+        runs.append(
+            _Run(
+                first=first,
+                end=end,
+                step=step,
+                word=word,
+                shifts=np.array(shifts, dtype=word).reshape(-1, 1) if any(shifts) else None,
+                parts=tuple(part for part in parts if part[1]),
             )
-            for row, size, buffer, start in (
-                (0, rows, raw, offset),
-                (rows, groups - rows, tail, (rows - lowest) * group_bytes + offset),
-            )
-            if size
-        ]
-        yield first, end, _shifts(bits, first, end, word), parts
+        )
+    # Every load of a run's last groups ends within group_bytes + 8 bytes of its group.
+    return _Layout(
+        group=group,
+        group_bytes=group_bytes,
+        groups=groups,
+        tail_from=lowest * group_bytes,
+        tail_bytes=(groups - lowest) * group_bytes + 8,
+        runs=tuple(runs),
+    )
+
+
+def _strided_loads(
+    data: memoryview, layout: _Layout, tail: npt.NDArray[np.uint8]
+) -> Iterator[tuple[_Run, list[tuple[int, npt.NDArray[Any]]]]]:
+    """Byte-aligned strided word loads, one :class:`_Run` at a time.
+
+    Yields ``(run, parts)``, the load as ``(row, words)`` parts, ``words`` of shape
+    ``(run.end - run.first, rows)`` holding groups ``row:row + rows``. ``data`` is
+    the byte view :func:`_check` returned; ``tail`` is a zeroed buffer of
+    ``layout.tail_bytes`` bytes, or one only ever filled by this function for
+    vectors of the same length (the bytes past the copy stay zero).
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    tail[: raw.size - layout.tail_from] = raw[layout.tail_from :]
+    buffers = (raw, tail)
+    for run in layout.runs:
+        yield (
+            run,
+            [
+                (
+                    row,
+                    np.ndarray(
+                        (run.end - run.first, rows),
+                        dtype=run.word,
+                        buffer=buffers[in_tail],
+                        offset=start,
+                        strides=(run.step, layout.group_bytes),
+                    ),
+                )
+                for row, rows, in_tail, start in run.parts
+            ],
+        )
 
 
 def unpack(data: bytes | memoryview, bits: int, count: int) -> RingArray:
@@ -211,15 +259,16 @@ def unpack(data: bytes | memoryview, bits: int, count: int) -> RingArray:
         ProtocolError: wrong length or non-zero padding bits.
     """
     if _strided(bits, count):
-        group = 8 // math.gcd(bits, 8)
-        values = np.empty((-(-count // group), group), dtype=ring_dtype(bits))
+        layout = _layout(bits, count)
+        values = np.empty((layout.groups, layout.group), dtype=ring_dtype(bits))
         mask = (1 << bits) - 1
-        for first, end, shifts, parts in _strided_loads(_check(data, bits, count), bits, count):
+        tail = np.zeros(layout.tail_bytes, dtype=np.uint8)
+        for run, parts in _strided_loads(_check(data, bits, count), layout, tail):
             for row, words in parts:
-                block = words if shifts is None else words >> shifts
+                block = words if run.shifts is None else words >> run.shifts
                 if bits < 8 * block.itemsize:
                     block = block & block.dtype.type(mask)
-                values[row : row + block.shape[1], first:end] = block.T
+                values[row : row + block.shape[1], run.first : run.end] = block.T
         return values.reshape(-1)[:count]
     words = _checked_words(data, bits, count)
     values = np.empty((words.shape[0], _word_bits(bits)), dtype=ring_dtype(bits))
@@ -237,16 +286,16 @@ class PackedSum:
     divides) without first cutting each one to ``b`` bits: the bits a word load
     picks up above an element are multiples of ``2^b`` and vanish in the one
     reduction :meth:`total` makes. With strided decoding the sum is kept
-    column-major, one contiguous row per column (elements ``k::g``), so each run
-    of :func:`_runs` adds into a block of whole rows: one 2-D shift and one 2-D
-    add per run, not per column.
+    column-major, one contiguous row per column (elements ``k::g``), so each
+    :class:`_Run` adds into a block of whole rows: one 2-D shift and one 2-D add
+    per run, not per column.
 
     Args:
         bits: element width ``b`` (1 to 64).
         count: elements per vector.
     """
 
-    __slots__ = ("_acc", "_bits", "_count", "_scratch", "_strided")
+    __slots__ = ("_acc", "_bits", "_count", "_layout", "_scratch", "_tail")
 
     def __init__(self, bits: int, count: int) -> None:
         if not 1 <= bits <= 64:
@@ -255,15 +304,15 @@ class PackedSum:
             raise ValueError("count must be non-negative")
         self._bits = bits
         self._count = count
-        self._strided = _strided(bits, count)
+        self._layout = _layout(bits, count) if _strided(bits, count) else None
         dtype = ring_dtype(bits)
         self._scratch: dict[int, npt.NDArray[np.unsignedinteger[Any]]] = {}
-        if self._strided:
-            group = 8 // math.gcd(bits, 8)
-            groups = -(-count // group)
-            self._acc: RingArray = np.zeros((group, groups), dtype=dtype)
+        self._tail = np.zeros(0 if self._layout is None else self._layout.tail_bytes, np.uint8)
+        if self._layout is not None:
+            shape = (self._layout.group, self._layout.groups)
+            self._acc: RingArray = np.zeros(shape, dtype=dtype)
             self._scratch = {
-                word.itemsize: np.empty((group, groups), dtype=word) for *_, word, _ in _runs(bits)
+                run.word.itemsize: np.empty(shape, dtype=run.word) for run in self._layout.runs
             }
         else:
             width = _word_bits(bits)
@@ -279,16 +328,17 @@ class PackedSum:
             ProtocolError: wrong length or non-zero padding bits (the sum is unchanged).
         """
         bits, count = self._bits, self._count
-        if self._strided:
+        if self._layout is not None:
             view = _check(data, bits, count)
-            for first, end, shifts, parts in _strided_loads(view, bits, count):
+            for run, parts in _strided_loads(view, self._layout, self._tail):
+                first, end = run.first, run.end
                 for row, words in parts:
                     rows = self._acc[first:end, row : row + words.shape[1]]
-                    if shifts is None:
+                    if run.shifts is None:
                         np.add(rows, words, out=rows, casting="unsafe")
                         continue
                     scratch = self._scratch[words.itemsize][: end - first, : words.shape[1]]
-                    np.right_shift(words, shifts, out=scratch)
+                    np.right_shift(words, run.shifts, out=scratch)
                     np.add(rows, scratch, out=rows, casting="unsafe")
             return
         words = _checked_words(data, bits, count)
@@ -297,7 +347,7 @@ class PackedSum:
 
     def total(self) -> RingArray:
         """The sum so far, ``count`` elements in order, reduced modulo ``2^bits`` (a new array)."""
-        if self._strided:
+        if self._layout is not None:
             # Interleave the columns back into element order, one strided write per
             # column (about 3x faster than copying the transposed grid).
             group, groups = self._acc.shape

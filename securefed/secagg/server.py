@@ -409,7 +409,7 @@ class SecAggServer:
             raise IntegrityError()
 
         try:
-            total = self._unmask(self._sum.total(), recover, count, bits)
+            total = self._unmask(self._sum, recover, count, bits)
         except IntegrityError:
             self._abort("a reconstructed secret failed its check")
             raise
@@ -452,20 +452,22 @@ class SecAggServer:
 
     def _unmask(
         self,
-        total: RingArray,
+        masked_sum: PackedSum,
         recover: Callable[[int, Callable[[bytes], bool]], bytes],
         count: int,
         bits: int,
     ) -> RingArray:
-        """Remove every self mask and every mask shared with a dropped client (§3.6).
+        """Take every self mask and every mask shared with a dropped client off the sum (§3.6).
 
         ``recover(owner, valid)`` returns the owner's secret that ``valid`` accepts
         (its signed commitment or public key) or raises :class:`IntegrityError`.
         """
-        survivors = set(self._u3)
-        expander = MaskExpander(count, bits)
-        for owner in self._u3:
-            total -= expander.expand(recover(owner, self._matches_commitment(owner)))
+        survivors = self._u3_set
+        # Every secret is recovered and checked, and every seed derived, before the
+        # first expansion: a bad share aborts the round before any mask work, and the
+        # expansions then run back to back.
+        subtract = [recover(owner, self._matches_commitment(owner)) for owner in self._u3]
+        add: list[bytes] = []
         for owner in self._u2:
             if owner in survivors:
                 continue
@@ -478,10 +480,13 @@ class SecAggServer:
                     private, self._ads[peer].mask_key, self.context, owner, peer
                 )
                 # peer added +PRG when peer < owner, -PRG otherwise; undo it.
-                if peer < owner:
-                    total -= expander.expand(seed)
-                else:
-                    total += expander.expand(seed)
+                (subtract if peer < owner else add).append(seed)
+        total = masked_sum.total()
+        expander = MaskExpander(count, bits)
+        for seed in subtract:
+            total -= expander.expand(seed)
+        for seed in add:
+            total += expander.expand(seed)
         if bits not in (32, 64):
             total &= ring_dtype(bits)((1 << bits) - 1)
         return total
