@@ -349,9 +349,9 @@ def decode_message(data: bytes) -> Message:
         ProtocolError: bad magic, version or type; truncated or trailing bytes.
     """
     r = Reader(data)
-    if data[:4] != MAGIC:  # (Reader has checked that data is bytes-like)
+    magic, version, code, context_digest = r.fields(_HEADER)
+    if magic != MAGIC:
         raise ProtocolError("not a securefed secure-aggregation message")
-    _, version, code, context_digest = r.fields(_HEADER)
     if version != WIRE_VERSION:
         raise ProtocolError("unsupported protocol version")
     if code in (MessageType.INPUT_VALIDATION_REQUEST, MessageType.INPUT_VALIDATION_RESPONSE):

@@ -193,7 +193,8 @@ def _layout(bits: int, count: int) -> _Layout:
     runs = []
     for (first, end, step), rows in zip(spans, inside, strict=True):
         offset, _, word = columns[first]
-        shifts = [shift for _, shift, _ in columns[first:end]]
+        shifts = np.array([shift for _, shift, _ in columns[first:end]], dtype=word)
+        shifts.flags.writeable = False  # cached and shared by every caller
         parts = (
             (0, rows, False, offset),
             (rows, groups - rows, True, (rows - lowest) * group_bytes + offset),
@@ -204,7 +205,7 @@ def _layout(bits: int, count: int) -> _Layout:
                 end=end,
                 step=step,
                 word=word,
-                shifts=np.array(shifts, dtype=word).reshape(-1, 1) if any(shifts) else None,
+                shifts=shifts.reshape(-1, 1) if shifts.any() else None,
                 parts=tuple(part for part in parts if part[1]),
             )
         )

@@ -140,6 +140,23 @@ def test_oversized_count_is_rejected():
         decode_message(bytes(data))
 
 
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_any_contiguous_buffer_decodes_as_its_bytes(message):
+    # A memoryview of another item size is read as its bytes, not its items: the
+    # magic, the header and the body all come from the same byte string.
+    data = message.to_bytes()
+    padded = data + bytes(-len(data) % 2)
+    wide = memoryview(padded).cast("H")
+    assert len(wide) != len(padded)
+    if len(padded) == len(data):
+        assert decode_message(wide) == message
+    else:
+        with pytest.raises(ProtocolError, match="trailing"):
+            decode_message(wide)
+    assert decode_message(bytearray(data)) == message
+    assert decode_message(memoryview(data)) == message
+
+
 def test_non_bytes_input():
     with pytest.raises(ProtocolError):
         decode_message("SFSA")  # type: ignore[arg-type]
