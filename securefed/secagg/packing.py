@@ -33,22 +33,66 @@ def pack(values: RingArray, bits: int) -> bytes:
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
     count = int(values.shape[0])
-    width = _word_bits(bits)
-    word_type = np.uint32 if width == 32 else np.uint64
-    little = np.dtype(word_type).newbyteorder("<")
-    if bits == width:
-        return values.astype(little, copy=False).tobytes()
-    groups = -(-count // width)
-    padded = np.zeros((groups, width), dtype=word_type)
-    padded.reshape(-1)[:count] = values
-    words = np.zeros((groups, bits), dtype=word_type)
-    for i in range(width):
-        word, shift = divmod(i * bits, width)
-        column = padded[:, i]
-        words[:, word] |= column << word_type(shift)
-        if shift + bits > width:
-            words[:, word + 1] |= column >> word_type(width - shift)
-    return words.astype(little, copy=False).tobytes()[: packed_size(count, bits)]
+    word = ring_dtype(bits)
+    if bits in (32, 64):
+        return values.astype(np.dtype(word).newbyteorder("<"), copy=False).tobytes()
+    group, group_bytes, stores = _pack_plan(bits)
+    full = count // group
+    out = bytearray(packed_size(count, bits))
+    if full:
+        # Column k = element k of every whole group, contiguous, so each piece below
+        # is one contiguous shift; each store is one strided write of every group.
+        columns = np.ascontiguousarray(values[: full * group].reshape(full, group).T, dtype=word)
+        store, piece = np.empty(full, dtype=word), np.empty(full, dtype=word)
+        for offset, store_type, pieces in stores:
+            for i, (k, shift) in enumerate(pieces):
+                target = piece if i else store
+                if shift > 0:
+                    np.left_shift(columns[k], word(shift), out=target)
+                elif shift < 0:
+                    np.right_shift(columns[k], word(-shift), out=target)
+                else:
+                    np.copyto(target, columns[k])
+                if i:
+                    np.bitwise_or(store, piece, out=store)
+            written = np.ndarray(
+                (full,), dtype=store_type, buffer=out, offset=offset, strides=(group_bytes,)
+            )
+            np.copyto(written, store, casting="unsafe")  # keeps the store's low bytes
+    if full * group < count:  # the last, partial group: its bits as one integer
+        tail = values[full * group :].tolist()
+        number = sum(int(v) << (i * bits) for i, v in enumerate(tail))
+        out[full * group_bytes :] = number.to_bytes(len(out) - full * group_bytes, "little")
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _pack_plan(
+    bits: int,
+) -> tuple[int, int, tuple[tuple[int, np.dtype[Any], tuple[tuple[int, int], ...]], ...]]:
+    """``(g, group_bytes, stores)``: how :func:`pack` writes one group of ``g`` elements.
+
+    ``g = 8 / gcd(b, 8)`` elements fill exactly ``g*b/8`` bytes, so every group
+    starts on a byte. The group's bytes are cut into stores of 4, 2 and 1 bytes
+    (8, 4, 2, 1 when b > 32: the ring word), each ``(offset, dtype, pieces)``:
+    bytes ``[offset, offset + size)`` of every group, the OR of the ``pieces``
+    ``(k, shift)``, element ``k`` shifted left by ``shift`` bits (right when
+    negative), cut to the store's size.
+    """
+    group = 8 // math.gcd(bits, 8)
+    group_bytes = group * bits // 8
+    largest = 4 if bits <= 32 else 8
+    stores = []
+    offset = 0
+    while offset < group_bytes:
+        size = next(w for w in (8, 4, 2, 1) if w <= largest and w <= group_bytes - offset)
+        low, high = 8 * offset, 8 * (offset + size)
+        pieces = tuple(
+            (k, k * bits - low) for k in range(group) if k * bits < high and (k + 1) * bits > low
+        )
+        stores.append((offset, np.dtype(f"<u{size}"), pieces))
+        offset += size
+    return group, group_bytes, tuple(stores)
 
 
 def _word_bits(bits: int) -> int:
