@@ -7,6 +7,7 @@ trailing bytes, short input and oversized counts with :class:`ProtocolError`.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -16,6 +17,15 @@ __all__ = ["Reader", "Writer"]
 
 MAX_LIST_ITEMS = 1 << 20
 """Upper bound on any list count in a message (about 10^6 clients): stops memory blow-ups."""
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(fmt: str) -> struct.Struct:
+    """A record format, compiled once (every message of a type reuses it)."""
+    return struct.Struct(fmt)
 
 
 class Writer:
@@ -66,13 +76,12 @@ class Writer:
 class Reader:
     """Cursor over an encoded message; every failure is a :class:`ProtocolError`."""
 
-    __slots__ = ("_data", "_pos", "_view")
+    __slots__ = ("_data", "_pos")
 
     def __init__(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ProtocolError("message must be bytes")
         self._data = bytes(data)
-        self._view = memoryview(self._data)
         self._pos = 0
 
     def _advance(self, n: int) -> int:
@@ -93,11 +102,11 @@ class Reader:
 
     def u32(self) -> int:
         """Read a 32-bit unsigned integer."""
-        return int(struct.unpack(">I", self._take(4))[0])
+        return int(_U32.unpack_from(self._data, self._advance(4))[0])
 
     def u64(self) -> int:
         """Read a 64-bit unsigned integer."""
-        return int(struct.unpack(">Q", self._take(8))[0])
+        return int(_U64.unpack_from(self._data, self._advance(8))[0])
 
     def fixed(self, length: int) -> bytes:
         """Read exactly ``length`` bytes."""
@@ -117,7 +126,7 @@ class Reader:
         """
         length = self.u32()
         start = self._advance(length)
-        return self._view[start : start + length]
+        return memoryview(self._data)[start : start + length]
 
     def text(self, max_length: int = 1 << 16) -> str:
         """Read UTF-8 text."""
@@ -139,7 +148,7 @@ class Reader:
 
     def records(self, fmt: str) -> list[tuple[Any, ...]]:
         """Read a u32 count, then that many fixed-size records of struct format ``fmt``."""
-        layout = struct.Struct(fmt)
+        layout = _compiled(fmt)
         n = self.count()
         return list(layout.iter_unpack(self._take(n * layout.size))) if n else []
 
