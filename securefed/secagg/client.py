@@ -370,17 +370,20 @@ class SecAggClient:
         bits = p.ring_bits
         dtype = ring_dtype(bits)
         count = p.vector_length + 1
-        expander = MaskExpander(count, bits)
-        masked: RingArray = data.values.astype(dtype)
-        masked += expander.expand(self._secret(self._self_seed))
+        # Every pairwise seed is derived first, then the masks are expanded back to back.
+        add: list[bytes] = [self._secret(self._self_seed)]
+        subtract: list[bytes] = []
         for peer in sorted(opened):
             seed = derive.mask_seed(
                 mask_private, cohort.ads[peer].mask_key, self.context, self.client_id, peer
             )
-            if self.client_id < peer:
-                masked += expander.expand(seed)
-            else:
-                masked -= expander.expand(seed)
+            (add if self.client_id < peer else subtract).append(seed)
+        expander = MaskExpander(count, bits)
+        masked: RingArray = data.values.astype(dtype)
+        for seed in add:
+            masked += expander.expand(seed)
+        for seed in subtract:
+            masked -= expander.expand(seed)
         if bits not in (32, 64):
             masked &= dtype((1 << bits) - 1)
         self._held.update(opened)

@@ -69,8 +69,6 @@ class SecretKind(enum.IntEnum):
 _SECRET_KINDS: dict[int, SecretKind] = {int(k): k for k in SecretKind}
 
 M = TypeVar("M", bound="Message")
-_HEADER = struct.Struct(f">4sBB{KEY_BYTES}s")
-"""Magic, protocol version, message type, round-context digest."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,16 +347,18 @@ def decode_message(data: bytes) -> Message:
         ProtocolError: bad magic, version or type; truncated or trailing bytes.
     """
     r = Reader(data)
-    magic, version, code, context_digest = r.fields(_HEADER)
-    if magic != MAGIC:
+    # Field by field, so a short input is refused for the first field that is wrong.
+    if r.fixed(4) != MAGIC:
         raise ProtocolError("not a securefed secure-aggregation message")
-    if version != WIRE_VERSION:
+    if r.u8() != WIRE_VERSION:
         raise ProtocolError("unsupported protocol version")
+    code = r.u8()
     if code in (MessageType.INPUT_VALIDATION_REQUEST, MessageType.INPUT_VALIDATION_RESPONSE):
         raise ProtocolError("the input-validation stage is not supported in protocol version 1")
     decoder = _DECODERS.get(code)
     if decoder is None:
         raise ProtocolError("unknown message type")
+    context_digest = r.fixed(KEY_BYTES)
     message = decoder._decode_body(r, context_digest)
     r.done()
     return message

@@ -29,10 +29,20 @@ def packed_size(count: int, bits: int) -> int:
 
 
 def pack(values: RingArray, bits: int) -> bytes:
-    """Pack ``values`` (each < 2^bits) into ``packed_size(len(values), bits)`` bytes."""
+    """Pack ``values`` into ``packed_size(len(values), bits)`` bytes.
+
+    Raises:
+        ValueError: ``bits`` outside [1, 64], ``values`` not a 1-D unsigned
+            vector, or a value of ``2^bits`` or more (it would run into its
+            neighbour's bits).
+    """
     if not 1 <= bits <= 64:
         raise ValueError("bits must be in [1, 64]")
+    if values.dtype.kind != "u" or values.ndim != 1:
+        raise ValueError("pack takes a 1-D vector of unsigned integers")
     count = int(values.shape[0])
+    if count and bits < 64 and int(values.max()) >> bits:
+        raise ValueError(f"a value does not fit in {bits} bits")
     word = ring_dtype(bits)
     if bits in (32, 64):
         return values.astype(np.dtype(word).newbyteorder("<"), copy=False).tobytes()
@@ -237,8 +247,11 @@ def _layout(bits: int, count: int) -> _Layout:
     runs = []
     for (first, end, step), rows in zip(spans, inside, strict=True):
         offset, _, word = columns[first]
-        shifts = np.array([shift for _, shift, _ in columns[first:end]], dtype=word)
-        shifts.flags.writeable = False  # cached and shared by every caller
+        # Cached and shared by every caller: read-only, over an immutable bytes object.
+        shifts = np.frombuffer(
+            np.array([shift for _, shift, _ in columns[first:end]], dtype=word).tobytes(),
+            dtype=word,
+        )
         parts = (
             (0, rows, False, offset),
             (rows, groups - rows, True, (rows - lowest) * group_bytes + offset),
@@ -271,9 +284,10 @@ def _strided_loads(
 
     Yields ``(run, parts)``, the load as ``(row, words)`` parts, ``words`` of shape
     ``(run.end - run.first, rows)`` holding groups ``row:row + rows``. ``data`` is
-    the byte view :func:`_check` returned; ``tail`` is a zeroed buffer of
-    ``layout.tail_bytes`` bytes, or one only ever filled by this function for
-    vectors of the same length (the bytes past the copy stay zero).
+    the byte view :func:`_check` returned; ``tail`` is a buffer of
+    ``layout.tail_bytes`` bytes. Its bytes past the copy need not be zero: a load
+    reads them only above an element's bits (bits a decoder masks off and a sum
+    drops in its reduction modulo ``2^b``).
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     tail[: raw.size - layout.tail_from] = raw[layout.tail_from :]
@@ -356,8 +370,12 @@ class PackedSum:
         if self._layout is not None:
             shape = (self._layout.group, self._layout.groups)
             self._acc: RingArray = np.zeros(shape, dtype=dtype)
+            widest: dict[np.dtype[Any], int] = {}
+            for run in self._layout.runs:
+                widest[run.word] = max(widest.get(run.word, 0), run.end - run.first)
             self._scratch = {
-                run.word.itemsize: np.empty(shape, dtype=run.word) for run in self._layout.runs
+                word.itemsize: np.empty((columns, shape[1]), dtype=word)
+                for word, columns in widest.items()
             }
         else:
             width = _word_bits(bits)

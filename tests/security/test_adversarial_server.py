@@ -132,7 +132,19 @@ def test_band_exclusion_on_the_sparse_ring_is_refused(helpers):
     assert {arc[0], arc[-1]} <= refused
 
 
-def test_bad_share_aborts_finalize_without_touching_the_sum(helpers):
+def test_bad_share_aborts_finalize_without_touching_the_sum(helpers, monkeypatch):
+    # Spec §7 step 5: every secret is checked before any mask is removed, so a bad
+    # share aborts the round before the server expands a single mask.
+    import securefed.secagg.server as server_module
+
+    expanded = []
+    expand = server_module.MaskExpander.expand
+
+    def recording(self, seed):
+        expanded.append(seed)
+        return expand(self, seed)
+
+    monkeypatch.setattr(server_module.MaskExpander, "expand", recording)
     h = helpers
     fed = h.make_federation(6, "finalize")
     ctx = h.make_context(fed, vector_length=5)
@@ -168,9 +180,13 @@ def test_bad_share_aborts_finalize_without_touching_the_sum(helpers):
                 ),
             )
         server.receive_unmask(message)
+    expanded.clear()  # the clients expanded their masks with the same class
     with pytest.raises(IntegrityError):
         server.finalize()
     assert server.stage is ServerStage.ABORTED
+    assert expanded == []
+    assert server._sum is None
+    assert server._points == {}
     with pytest.raises(ProtocolError):
         server.finalize()
 

@@ -72,6 +72,18 @@ def test_nonzero_padding_is_rejected():
         unpack(b"\xdd\x81", 3, 3)
 
 
+@pytest.mark.parametrize("count", [3, 8, 9])  # a partial group, a whole group, both (b = 5)
+def test_values_that_do_not_fit_are_refused(count):
+    values = np.zeros(count, dtype=np.uint32)
+    values[-1] = 1 << 5  # one bit too wide: it would spill into the next element
+    with pytest.raises(ValueError, match="fit"):
+        pack(values, 5)
+    assert pack(values - values, 5) == bytes(packed_size(count, 5))
+    for bad in (values.astype(np.int64), values.astype(np.float64), values.reshape(1, -1)):
+        with pytest.raises(ValueError, match="unsigned"):
+            pack(bad, 5)
+
+
 def test_bits_out_of_range():
     with pytest.raises(ValueError, match="bits"):
         pack(np.zeros(3, dtype=np.uint64), 65)
