@@ -59,11 +59,9 @@ class ShareCoordinates:
 
     def x(self, owner: int, holder: int) -> int:
         """The coordinate of ``holder``'s share of ``owner``'s secrets."""
-        if self._cohort is not None:
-            position = bisect.bisect_left(self._cohort, holder)
-            if position == len(self._cohort) or self._cohort[position] != holder:
-                raise ValueError("not one of the owner's share holders")
-            return 1 + position
+        fixed = self.same_for_every_owner(holder)
+        if fixed is not None:
+            return fixed
         others = self._neighbours[owner]  # sorted, owner excluded
         position = bisect.bisect_left(others, holder)
         if holder != owner and (position == len(others) or others[position] != holder):

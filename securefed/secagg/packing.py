@@ -89,8 +89,7 @@ def _pack_plan(
     ``(k, shift)``, element ``k`` shifted left by ``shift`` bits (right when
     negative), cut to the store's size.
     """
-    group = 8 // math.gcd(bits, 8)
-    group_bytes = group * bits // 8
+    group, group_bytes = _group(bits)
     largest = 4 if bits <= 32 else 8
     stores = []
     offset = 0
@@ -163,6 +162,12 @@ def _columns(
         yield i, column
 
 
+def _group(bits: int) -> tuple[int, int]:
+    """``(g, g*b/8)``: the fewest elements, ``g = 8 / gcd(b, 8)``, that fill whole bytes."""
+    group = 8 // math.gcd(bits, 8)
+    return group, group * bits // 8
+
+
 def _strided(bits: int, count: int) -> bool:
     # Every element plus its bit offset in its first byte must fit one 64-bit load;
     # offsets are multiples of gcd(b, 8), the largest is 8 - gcd(b, 8).
@@ -216,8 +221,7 @@ class _Layout:
 @functools.lru_cache(maxsize=64)
 def _layout(bits: int, count: int) -> _Layout:
     """The :class:`_Layout` of ``count`` elements of ``bits`` bits (see there)."""
-    group = 8 // math.gcd(bits, 8)
-    group_bytes = group * bits // 8
+    group, group_bytes = _group(bits)
     groups = -(-count // group)
     size = packed_size(count, bits)
     columns = []

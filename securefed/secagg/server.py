@@ -414,10 +414,10 @@ class SecAggServer:
             self._abort("a reconstructed secret failed its check")
             raise
         u1 = set(self._ads)
-        survivors = set(self._u3)
+        survivors = self._u3_set
         dropped = {
-            "share_keys": tuple(sorted(u1 - set(self._u2))),
-            "masked_input": tuple(sorted(set(self._u2) - survivors)),
+            "share_keys": tuple(sorted(u1 - self._u2_set)),
+            "masked_input": tuple(sorted(self._u2_set - survivors)),
             "consistency": tuple(sorted(survivors - set(self._u4))),
             "unmask": tuple(sorted(set(self._u4) - self._unmask_from)),
         }
