@@ -205,12 +205,15 @@ def _setup(cfg: Config) -> dict[str, Any]:
 def _client_floor(n: int, m: int, bits: int, degree: float, checks: float) -> dict[str, float]:
     """CPU seconds of the masks and public-key operations one client cannot avoid."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
 
-    from securefed.secagg.primitives import MaskExpander, ed25519_verify, ring_dtype
+    from securefed.randomness import OsRandom
+    from securefed.secagg.primitives import (
+        MaskExpander,
+        ed25519_verify,
+        ring_dtype,
+        x25519_generate,
+        x25519_shared,
+    )
 
     deg = round(degree)
     seeds = [os.urandom(32) for _ in range(deg + 1)]
@@ -227,16 +230,15 @@ def _client_floor(n: int, m: int, bits: int, degree: float, checks: float) -> di
     keys = [Ed25519PrivateKey.generate() for _ in range(min(n, 32))]
     message = os.urandom(160)
     signed = [(k.public_key().public_bytes_raw(), k.sign(message)) for k in keys]
-    peers = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(16)]
+    rng = OsRandom()
+    peers = [x25519_generate(rng)[1] for _ in range(16)]
     t0 = time.process_time()
     for i in range(n + round(checks)):  # advertisements + consistency signatures
         public, signature = signed[i % len(signed)]
         ed25519_verify(public, signature, message)  # the verifier the protocol uses
-    own = [X25519PrivateKey.generate() for _ in range(2)]  # the two round key pairs
-    for key in own:
-        key.public_key().public_bytes_raw()
-    for i in range(2 * deg):
-        own[i % 2].exchange(X25519PublicKey.from_public_bytes(peers[i % len(peers)]))
+    own = [x25519_generate(rng)[0] for _ in range(2)]  # the two round key pairs
+    for i in range(2 * deg):  # the key agreement the protocol uses
+        x25519_shared(own[i % 2], peers[i % len(peers)])
     for _ in range(2):  # advertisement + consistency signature
         keys[0].sign(message)
     pk = time.process_time() - t0
@@ -285,27 +287,29 @@ def _server_pk_floor(n: int, exchanges: int, dropped: int) -> float:
     low-order check of advertised keys is a comparison, not a key agreement.
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.x25519 import (
-        X25519PrivateKey,
-        X25519PublicKey,
-    )
 
-    from securefed.secagg.primitives import ed25519_verify
+    from securefed.randomness import OsRandom
+    from securefed.secagg.primitives import (
+        ed25519_verify,
+        x25519_generate,
+        x25519_public,
+        x25519_shared,
+    )
 
     keys = [Ed25519PrivateKey.generate() for _ in range(min(n, 32))]
     message = os.urandom(160)
     signed = [(k.public_key().public_bytes_raw(), k.sign(message)) for k in keys]
-    peers = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(16)]
+    rng = OsRandom()
+    peers = [x25519_generate(rng)[1] for _ in range(16)]
     secrets = [os.urandom(32) for _ in range(max(dropped, 1))]
-    probe = X25519PrivateKey.generate()
     t0 = time.process_time()
     for i in range(n):
         public, signature = signed[i % len(signed)]
         ed25519_verify(public, signature, message)
     for i in range(dropped):
-        X25519PrivateKey.from_private_bytes(secrets[i]).public_key().public_bytes_raw()
+        x25519_public(secrets[i])
     for i in range(exchanges):
-        probe.exchange(X25519PublicKey.from_public_bytes(peers[i % len(peers)]))
+        x25519_shared(secrets[i % len(secrets)], peers[i % len(peers)])
     return time.process_time() - t0
 
 

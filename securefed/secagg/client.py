@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from securefed.errors import (
     ConfigError,
@@ -145,9 +144,8 @@ class SecAggClient:
         self._rng: RandomSource = rng or OsRandom()
         self._min_cohort = min_cohort
         self._digest = context.digest()
-        self._enc_private: X25519PrivateKey | None = None
-        self._mask_private: X25519PrivateKey | None = None
-        self._mask_private_raw: bytes | None = None
+        self._enc_private: bytes | None = None
+        self._mask_private: bytes | None = None
         self._self_seed: bytes | None = None
         self._advert: AdvertiseKeys | None = None
         self._cohort: _Cohort | None = None
@@ -186,8 +184,7 @@ class SecAggClient:
         return value
 
     def _wipe(self) -> None:
-        self._enc_private = self._mask_private = None
-        self._mask_private_raw = self._self_seed = None
+        self._enc_private = self._mask_private = self._self_seed = None
         self._held = {}
         self._channels = {}
 
@@ -205,9 +202,7 @@ class SecAggClient:
                 self._digest, self.client_id, enc_public, mask_public, commitment
             )
         )
-        self._enc_private = X25519PrivateKey.from_private_bytes(enc_private)
-        self._mask_private = X25519PrivateKey.from_private_bytes(mask_private)
-        self._mask_private_raw, self._self_seed = mask_private, seed
+        self._enc_private, self._mask_private, self._self_seed = enc_private, mask_private, seed
         self._advert = AdvertiseKeys(
             context_digest=self._digest,
             client_id=self.client_id,
@@ -266,7 +261,7 @@ class SecAggClient:
         enc_private = self._secret(self._enc_private)
         hx = [xs.x(self.client_id, h) for h in holders]
         key_shares = split(
-            self._secret(self._mask_private_raw), xs=hx, threshold=params.threshold, rng=self._rng
+            self._secret(self._mask_private), xs=hx, threshold=params.threshold, rng=self._rng
         )
         seed_shares = split(
             self._secret(self._self_seed), xs=hx, threshold=params.threshold, rng=self._rng
@@ -295,7 +290,6 @@ class SecAggClient:
         self._held = {self.client_id: (key_shares[0], seed_shares[0])}
         self._channels = channels
         self._enc_private = None  # every channel secret is derived; the key is not needed
-        self._mask_private_raw = None  # shared now; the loaded key suffices for masking
         self.stage = ClientStage.SHARED
         return ShareKeys(
             context_digest=self._digest, sender=self.client_id, ciphertexts=tuple(ciphertexts)

@@ -10,8 +10,6 @@ import functools
 import struct
 from collections.abc import Iterable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from securefed.secagg.context import PROTOCOL_VERSION, RoundContext
 from securefed.secagg.encoding import Writer
 from securefed.secagg.primitives import (
@@ -76,7 +74,7 @@ def seed_commitment(context_digest: bytes, client_id: int, seed: bytes) -> bytes
 
 
 def share_channel(
-    own_private: bytes | X25519PrivateKey,
+    own_private: bytes,
     peer_public: bytes,
     context: RoundContext,
     *,
@@ -116,7 +114,7 @@ def share_associated_data(context: RoundContext, *, sender: int, receiver: int) 
 
 
 def mask_seed(
-    own_private: bytes | X25519PrivateKey, peer_public: bytes, context: RoundContext, a: int, b: int
+    own_private: bytes, peer_public: bytes, context: RoundContext, a: int, b: int
 ) -> bytes:
     """The 256-bit pairwise mask seed of clients ``a`` and ``b`` (either order).
 

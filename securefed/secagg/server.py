@@ -14,8 +14,6 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from securefed.errors import (
     InsufficientSharesError,
     IntegrityError,
@@ -471,8 +469,7 @@ class SecAggServer:
         for owner in self._u2:
             if owner in survivors:
                 continue
-            raw = recover(owner, self._matches_mask_key(owner))
-            private = X25519PrivateKey.from_private_bytes(raw)
+            private = recover(owner, self._matches_mask_key(owner))
             for peer in self._neighbours[owner]:
                 if peer not in survivors:
                     continue

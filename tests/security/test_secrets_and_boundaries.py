@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from securefed.client.update import PlaintextUpdate
 from securefed.errors import (
@@ -22,12 +21,6 @@ from securefed.secagg.messages import MaskedInput
 from securefed.secagg.server import ServerStage
 from securefed.secagg.shamir import encode_share_value
 from securefed.server.aggregation import require_protected
-
-
-def _raw(key) -> bytes:
-    if isinstance(key, X25519PrivateKey):
-        return key.private_bytes_raw()
-    return key
 
 
 def _forms(secret: bytes) -> list[str]:
@@ -49,8 +42,7 @@ def test_no_secret_in_repr_logs_or_errors(helpers, manual_round, caplog):
 
     rnd.advertise()
     for client in rnd.clients.values():
-        secrets += [_raw(client._enc_private), _raw(client._mask_private), client._self_seed]
-        secrets.append(client._mask_private_raw)
+        secrets += [client._enc_private, client._mask_private, client._self_seed]
         texts.append(repr(client))
     share_msgs = rnd.share()
     masked = rnd.mask()
@@ -78,7 +70,7 @@ def test_no_secret_in_repr_logs_or_errors(helpers, manual_round, caplog):
     other = manual_round(fed, ctx, label="secrets-2")
     ads = other.advertise()
     for client in other.clients.values():
-        secrets += [_raw(client._enc_private), client._self_seed]
+        secrets += [client._enc_private, client._self_seed]
     other.share()
     delivery = other.deliveries[1]
     sender, ct = delivery.ciphertexts[0]

@@ -73,8 +73,34 @@ def test_x25519_agreement_and_bad_points():
     assert prim.x25519_shared(a_priv, b_pub) == prim.x25519_shared(b_priv, a_pub)
     with pytest.raises(IntegrityError):
         prim.x25519_shared(a_priv, bytes(32))  # low-order point: all-zero secret
-    with pytest.raises(IntegrityError):
-        prim.x25519_shared(a_priv, b"short")
+    for peer in (b"short", bytes(33), "k" * 32, 32):
+        with pytest.raises(IntegrityError):
+            prim.x25519_shared(a_priv, peer)
+
+
+def test_x25519_agrees_with_an_independent_implementation():
+    # libsodium (securefed's) against OpenSSL (through cryptography) on random
+    # scalars and peer keys, with and without the top bit of u set (RFC 7748 ignores it).
+    rng = DeterministicRandom(SEED)
+    for i in range(300):
+        scalar, u = rng.random_bytes(32), bytearray(rng.random_bytes(32))
+        u[31] = (u[31] | 0x80) if i % 2 else (u[31] & 0x7F)
+        peer = bytes(u)
+        openssl = X25519PrivateKey.from_private_bytes(scalar)
+        expected = openssl.exchange(X25519PublicKey.from_public_bytes(peer))
+        assert prim.x25519_shared(scalar, peer) == expected
+        assert prim.x25519_public(scalar) == openssl.public_key().public_bytes_raw()
+
+
+@pytest.mark.parametrize("key", [b"", bytes(31), bytes(33), 32, "k" * 32, None])
+def test_x25519_refuses_a_private_key_that_is_not_32_bytes(key):
+    # libsodium reads 32 bytes from whatever pointer it gets: a short key must
+    # never reach it.
+    _, public = prim.x25519_generate(DeterministicRandom(SEED))
+    with pytest.raises((TypeError, ValueError)):
+        prim.x25519_shared(key, public)
+    with pytest.raises((TypeError, ValueError)):
+        prim.x25519_public(key)
 
 
 def _all_zero_by_the_library(public_key: bytes) -> bool:
