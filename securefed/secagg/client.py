@@ -382,6 +382,10 @@ class SecAggClient:
             masked &= dtype((1 << bits) - 1)
         self._held.update(opened)
         self._peers = frozenset({self.client_id, *opened})
+        # The masks are applied: the mask key, the self-mask seed and the share
+        # channels are not needed again (their shares are what unmasking reveals).
+        self._mask_private = self._self_seed = None
+        self._channels = {}
         self.stage = ClientStage.MASKED
         return MaskedInput(
             context_digest=self._digest, sender=self.client_id, payload=pack(masked, bits)

@@ -100,10 +100,12 @@ def _key_bytes(value: object) -> bytes:
     """``value`` as exactly 32 bytes; libsodium reads 32 bytes from whatever it is given."""
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError("an X25519 key is bytes")
-    raw = memoryview(value).tobytes()  # not bytes(value): bytes(3) would be three zero bytes
-    if len(raw) != KEY_BYTES:
+    view = memoryview(value)
+    if view.ndim != 1 or view.itemsize != 1 or not view.c_contiguous:
+        raise TypeError("an X25519 key is a flat string of bytes")
+    if view.nbytes != KEY_BYTES:
         raise ValueError("an X25519 key is 32 bytes")
-    return raw
+    return view.tobytes()  # not bytes(value): bytes(3) would be three zero bytes
 
 
 def x25519_public(private_key: bytes) -> bytes:

@@ -101,6 +101,25 @@ def test_no_secret_in_repr_logs_or_errors(helpers, manual_round, caplog):
         assert secret.hex()[:32] not in blob
 
 
+def test_clients_drop_each_secret_once_it_is_used(helpers, manual_round):
+    fed = helpers.make_federation(5, label="drop")
+    ctx = helpers.make_context(fed, vector_length=3)
+    rnd = manual_round(fed, ctx)
+    rnd.advertise()
+    client = rnd.clients[1]
+    assert None not in (client._enc_private, client._mask_private, client._self_seed)
+    rnd.share()
+    assert client._enc_private is None  # the share channels are derived
+    assert client._channels
+    assert client._mask_private is not None
+    rnd.mask()
+    # The masks are on the input: only the shares it holds are left to reveal.
+    assert client._mask_private is None
+    assert client._self_seed is None
+    assert client._channels == {}
+    assert client._held
+
+
 def test_sessions_wipe_their_secrets(helpers, manual_round):
     fed = helpers.make_federation(5, label="wipe")
     ctx = helpers.make_context(fed, vector_length=3)
@@ -115,6 +134,7 @@ def test_sessions_wipe_their_secrets(helpers, manual_round):
         assert client._mask_private is None
         assert client._self_seed is None
         assert client._held == {}
+        assert client._channels == {}
     assert aborted.stage is ClientStage.ABORTED
 
 

@@ -92,7 +92,20 @@ def test_x25519_agrees_with_an_independent_implementation():
         assert prim.x25519_public(scalar) == openssl.public_key().public_bytes_raw()
 
 
-@pytest.mark.parametrize("key", [b"", bytes(31), bytes(33), 32, "k" * 32, None])
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"",
+        bytes(31),
+        bytes(33),
+        32,
+        "k" * 32,
+        None,
+        memoryview(bytes(64))[::2],  # 32 bytes, but strided
+        memoryview(bytes(32)).cast("B", (4, 8)),  # 32 bytes, but 2-D
+        memoryview(bytes(32)).cast("I"),  # 32 bytes, but 4-byte items
+    ],
+)
 def test_x25519_refuses_a_private_key_that_is_not_32_bytes(key):
     # libsodium reads 32 bytes from whatever pointer it gets: a short key must
     # never reach it.
@@ -126,9 +139,12 @@ def test_x25519_usable_refuses_exactly_the_low_order_points():
     # the library's own check, and the fast comparison refuses it.
     low = [b for u in prim._LOW_ORDER_U for b in _encodings(u)]
     assert len(low) == 14  # 0, 1 with two values each; p - 1 and the two order-8 points
+    scalar = bytes(range(1, 33))
     for key in low:
         assert _all_zero_by_the_library(key)
         assert not prim.x25519_usable(key)
+        with pytest.raises(IntegrityError):  # and securefed's own agreement refuses it
+            prim.x25519_shared(scalar, key)
     # Neighbours of each (u +- 1, u +- 19 across the top bit) and random keys are
     # usable, and the library agrees.
     p = 2**255 - 19
@@ -141,6 +157,9 @@ def test_x25519_usable_refuses_exactly_the_low_order_points():
     keys = near + [rng.random_bytes(32) for _ in range(2000)]
     for key in keys:
         assert prim.x25519_usable(key) is not _all_zero_by_the_library(key)
+    for key in near:
+        if prim.x25519_usable(key):
+            assert len(prim.x25519_shared(scalar, key)) == 32
     assert not prim.x25519_usable(bytes(31))
     assert not prim.x25519_usable(bytes(33))
 
