@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import ClassVar, NamedTuple, TypeVar
 
 from securefed.errors import ProtocolError
 from securefed.secagg.encoding import Reader, Writer
@@ -289,14 +289,21 @@ class ConsistencyBundle(Message):
         return cls(context_digest=context_digest, survivors=survivors, signatures=sigs)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnmaskShare:
-    """One revealed share: of ``owner``'s secret of kind ``kind``, at point ``x``."""
+class UnmaskShare(NamedTuple):
+    """One revealed share: of ``owner``'s secret of kind ``kind``, at point ``x``.
+
+    A named tuple, not a dataclass: a round at n = 500 carries about 250k of
+    them, and a tuple is built in about a third of a frozen dataclass's time.
+    Its ``repr`` leaves out the share value.
+    """
 
     owner: int
     kind: SecretKind
     x: int
-    value: bytes = field(repr=False)
+    value: bytes
+
+    def __repr__(self) -> str:
+        return f"UnmaskShare(owner={self.owner}, kind={self.kind.name}, x={self.x})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,7 +327,7 @@ class UnmaskShares(Message):
             kind = _SECRET_KINDS.get(code)
             if kind is None:
                 raise ProtocolError("unknown secret kind")
-            shares.append(UnmaskShare(owner=owner, kind=kind, x=x, value=value))
+            shares.append(UnmaskShare(owner, kind, x, value))
         return cls(context_digest=context_digest, sender=sender, shares=tuple(shares))
 
 

@@ -170,8 +170,7 @@ def test_bad_share_aborts_finalize_without_touching_the_sum(helpers, monkeypatch
             message = dataclasses.replace(
                 message,
                 shares=tuple(
-                    dataclasses.replace(
-                        s,
+                    s._replace(
                         value=encode_share_value((decode_share_value(s.value) + 1) % FIELD_PRIME),
                     )
                     if s.owner == 6

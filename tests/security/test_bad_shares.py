@@ -32,9 +32,7 @@ def _corrupt(message: UnmaskShares) -> UnmaskShares:
     return dataclasses.replace(
         message,
         shares=tuple(
-            dataclasses.replace(
-                s, value=encode_share_value((decode_share_value(s.value) + 1) % FIELD_PRIME)
-            )
+            s._replace(value=encode_share_value((decode_share_value(s.value) + 1) % FIELD_PRIME))
             for s in message.shares
         ),
     )
@@ -135,8 +133,7 @@ def test_colluders_beyond_the_radius_keep_the_sum_but_can_get_honest_holders_nam
             message = dataclasses.replace(
                 message,
                 shares=tuple(
-                    dataclasses.replace(
-                        s,
+                    s._replace(
                         value=encode_share_value(
                             (decode_share_value(s.value) + h(s.owner, s.x)) % FIELD_PRIME
                         ),

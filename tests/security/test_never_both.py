@@ -340,9 +340,7 @@ def test_server_refuses_malformed_unmask_shares_without_changing_state(
     first = real.shares[0]
 
     def with_first(**changes):
-        return dataclasses.replace(
-            real, shares=(dataclasses.replace(first, **changes), *real.shares[1:])
-        )
+        return dataclasses.replace(real, shares=(first._replace(**changes), *real.shares[1:]))
 
     other_kind = SecretKind.MASK_KEY if first.kind is SecretKind.SELF_SEED else SecretKind.SELF_SEED
     bad = [
