@@ -334,19 +334,18 @@ class SecAggServer:
         self_seed, mask_key = SecretKind.SELF_SEED, SecretKind.MASK_KEY
         accepted: list[tuple[int, int, int]] = []
         seen: set[int] = set()
-        for share in message.shares:
-            owner = share.owner
+        for owner, kind, share_x, value in message.shares:
             if owner in seen or owner not in u2:
                 raise ProtocolError("share for an unknown owner, or twice")
             seen.add(owner)
             if owner != sender and sender not in holders[owner]:
                 raise ProtocolError("share from a client that is not the owner's holder")
-            if share.kind is not (self_seed if owner in survivors else mask_key):
+            if kind is not (self_seed if owner in survivors else mask_key):
                 raise ProtocolError("share of the wrong secret kind")
             x = fixed_x if fixed_x is not None else xs.x(owner, sender)
-            if share.x != x:
+            if share_x != x:
                 raise ProtocolError("share at the wrong x-coordinate")
-            accepted.append((owner, x, decode_share_value(share.value)))
+            accepted.append((owner, x, decode_share_value(value)))
         for owner, x, y in accepted:
             self._points.setdefault(owner, []).append((x, y, sender))
         self._unmask_from.add(sender)
