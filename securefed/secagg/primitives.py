@@ -92,7 +92,7 @@ def x25519_generate(rng: RandomSource) -> tuple[bytes, bytes]:
         ``(private_key_bytes, public_key_bytes)``, 32 bytes each; the private key
         is the raw scalar (RFC 7748 clamps it where it is used).
     """
-    private = rng.random_bytes(KEY_BYTES)
+    private = _key_bytes(rng.random_bytes(KEY_BYTES))  # an immutable copy, whatever rng returns
     return private, x25519_public(private)
 
 
