@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple, TypeVar
 
 from securefed.errors import ProtocolError
-from securefed.secagg.encoding import Reader, Writer
+from securefed.secagg.encoding import MAX_LIST_ITEMS, Reader, Writer
 from securefed.secagg.primitives import KEY_BYTES, SIGNATURE_BYTES
 from securefed.secagg.shamir import SHARE_BYTES
 
@@ -347,12 +347,85 @@ _DECODERS: dict[int, type[Message]] = {
 }
 
 
+_HEADER = struct.Struct(f">4sBB{KEY_BYTES}s")
+_SENDER_AND_COUNT = struct.Struct(">II")
+_ADDRESSED_CIPHERTEXT = struct.Struct(f">I{SHARE_CIPHERTEXT_BYTES}s")
+_REVEALED_SHARE = struct.Struct(f">IBI{SHARE_BYTES}s")
+
+
+def _well_formed_body(code: int, data: bytes, digest: bytes) -> Message | None:
+    """The body of a well-formed message the server receives, in a few struct reads.
+
+    The server decodes one such message per client per stage. ``None`` for
+    anything that is not exactly well formed: :func:`decode_message` then runs
+    the field-by-field reader, which names what is wrong. For every input this
+    returns either ``None`` or what the field-by-field reader returns
+    (``tests/unit/test_messages.py`` checks both on every type and on mutations).
+    """
+    start, size = _HEADER.size, len(data)
+    if code == MessageType.ADVERTISE_KEYS:
+        if size != start + AdvertiseKeys._BODY.size:
+            return None
+        client_id, encryption_key, mask_key, commitment, signature = (
+            AdvertiseKeys._BODY.unpack_from(data, start)
+        )
+        return AdvertiseKeys(
+            context_digest=digest,
+            client_id=client_id,
+            encryption_key=encryption_key,
+            mask_key=mask_key,
+            seed_commitment=commitment,
+            signature=signature,
+        )
+    if code == MessageType.CONSISTENCY_SIGNATURE:
+        if size != start + ConsistencySignature._BODY.size:
+            return None
+        sender, signature = ConsistencySignature._BODY.unpack_from(data, start)
+        return ConsistencySignature(context_digest=digest, sender=sender, signature=signature)
+    body = start + _SENDER_AND_COUNT.size
+    if size < body:
+        return None
+    sender, count = _SENDER_AND_COUNT.unpack_from(data, start)
+    if code == MessageType.MASKED_INPUT:  # count is the payload's length in bytes
+        if size != body + count:
+            return None
+        return MaskedInput(context_digest=digest, sender=sender, payload=memoryview(data)[body:])
+    if code == MessageType.SHARE_KEYS:
+        if count > MAX_LIST_ITEMS or size != body + count * _ADDRESSED_CIPHERTEXT.size:
+            return None
+        cts = tuple(_ADDRESSED_CIPHERTEXT.iter_unpack(memoryview(data)[body:]))
+        return ShareKeys(context_digest=digest, sender=sender, ciphertexts=cts)
+    if code == MessageType.UNMASK_SHARES:
+        if count > MAX_LIST_ITEMS or size != body + count * _REVEALED_SHARE.size:
+            return None
+        kinds = _SECRET_KINDS
+        shares = []
+        for owner, kind_code, x, value in _REVEALED_SHARE.iter_unpack(memoryview(data)[body:]):
+            kind = kinds.get(kind_code)
+            if kind is None:
+                return None
+            shares.append(UnmaskShare(owner, kind, x, value))
+        return UnmaskShares(context_digest=digest, sender=sender, shares=tuple(shares))
+    return None
+
+
 def decode_message(data: bytes) -> Message:
     """Decode any secure-aggregation message.
 
     Raises:
         ProtocolError: bad magic, version or type; truncated or trailing bytes.
     """
+    if type(data) is bytes and len(data) >= _HEADER.size:
+        magic, version, code, digest = _HEADER.unpack_from(data)
+        if magic == MAGIC and version == WIRE_VERSION:
+            message = _well_formed_body(code, data, digest)
+            if message is not None:
+                return message
+    return _decode_fields(data)
+
+
+def _decode_fields(data: bytes) -> Message:
+    """:func:`decode_message` field by field: every message type, every error."""
     r = Reader(data)
     # Field by field, so a short input is refused for the first field that is wrong.
     if r.fixed(4) != MAGIC:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from securefed.errors import ProtocolError
+from securefed.secagg import messages
 from securefed.secagg.messages import (
     SHARE_CIPHERTEXT_BYTES,
     AdvertiseKeys,
@@ -182,3 +183,54 @@ def test_masked_payload_is_a_read_only_view_of_a_private_copy():
     assert decoded.payload.readonly
     with pytest.raises(TypeError):
         decoded.payload[0] = 1  # type: ignore[index]
+
+
+def _outcome(decode, data):
+    try:
+        return ("ok", decode(data))
+    except ProtocolError as exc:
+        return ("error", str(exc))
+
+
+SERVER_BOUND = [
+    m
+    for m in [
+        *MESSAGES,
+        ShareKeys(context_digest=DIGEST, sender=5, ciphertexts=()),
+        UnmaskShares(context_digest=DIGEST, sender=6, shares=()),
+    ]
+    if isinstance(m, AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares)
+]
+
+
+@pytest.mark.parametrize("message", SERVER_BOUND, ids=lambda m: type(m).__name__)
+def test_the_struct_reads_agree_with_the_field_reader_on_every_mutation(message):
+    # decode_message reads the five types the server receives with a few struct
+    # reads and falls back to the field-by-field reader for anything not exactly
+    # well formed. Every truncation, extension and single-byte change must give
+    # the reader's own outcome (message or error text), and the struct reads must
+    # either decline or agree with it.
+    data = message.to_bytes()
+    mutations = [data[:k] for k in range(len(data))]
+    mutations += [data + b"\x00", data + bytes(SHARE_CIPHERTEXT_BYTES + 4), data + bytes(42)]
+    for position in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            changed = bytearray(data)
+            changed[position] ^= flip
+            mutations.append(bytes(changed))
+    declined = agreed = 0
+    for candidate in [data, *mutations]:
+        reference = _outcome(messages._decode_fields, candidate)
+        assert _outcome(decode_message, candidate) == reference
+        if len(candidate) >= messages._HEADER.size:
+            magic, version, code, digest = messages._HEADER.unpack_from(candidate)
+            if magic != messages.MAGIC or version != messages.WIRE_VERSION:
+                continue  # decode_message reads no body after a bad header
+            fast = messages._well_formed_body(code, candidate, digest)
+            if fast is None:
+                declined += 1
+            else:
+                assert reference == ("ok", fast)
+                agreed += 1
+    assert agreed >= 1  # the message itself
+    assert declined >= 1
