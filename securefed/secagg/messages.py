@@ -303,7 +303,7 @@ class UnmaskShare(NamedTuple):
     value: bytes
 
     def __repr__(self) -> str:
-        return f"UnmaskShare(owner={self.owner}, kind={self.kind.name}, x={self.x})"
+        return f"UnmaskShare(owner={self.owner}, kind={self.kind!r}, x={self.x})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
