@@ -92,20 +92,29 @@ def x25519_generate(rng: RandomSource) -> tuple[bytes, bytes]:
         ``(private_key_bytes, public_key_bytes)``, 32 bytes each; the private key
         is the raw scalar (RFC 7748 clamps it where it is used).
     """
-    private = _key_bytes(rng.random_bytes(KEY_BYTES))  # an immutable copy, whatever rng returns
+    private = _flat_bytes(rng.random_bytes(KEY_BYTES), KEY_BYTES)  # a copy of whatever rng gives
     return private, x25519_public(private)
 
 
-def _key_bytes(value: object) -> bytes:
-    """``value`` as exactly 32 bytes; libsodium reads 32 bytes from whatever it is given."""
+def _flat_bytes(value: object, length: int | None = None) -> bytes:
+    """A copy of ``value``'s bytes, if it is a flat string of bytes (of ``length``, if given).
+
+    Copied through a memoryview, not ``bytes(value)``: ``bytes(3)`` would be three
+    zero bytes. libsodium reads as many bytes as it expects from whatever pointer
+    it is given, so a key must be checked to be exactly that long first.
+
+    Raises:
+        TypeError: ``value`` is not a contiguous 1-D buffer of single bytes.
+        ValueError: it is not ``length`` bytes long.
+    """
     if not isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("an X25519 key is bytes")
+        raise TypeError("expected a string of bytes")
     view = memoryview(value)
     if view.ndim != 1 or view.itemsize != 1 or not view.c_contiguous:
-        raise TypeError("an X25519 key is a flat string of bytes")
-    if view.nbytes != KEY_BYTES:
-        raise ValueError("an X25519 key is 32 bytes")
-    return view.tobytes()  # not bytes(value): bytes(3) would be three zero bytes
+        raise TypeError("expected a flat string of bytes")
+    if length is not None and view.nbytes != length:
+        raise ValueError(f"expected {length} bytes")
+    return view.tobytes()
 
 
 def x25519_public(private_key: bytes) -> bytes:
@@ -114,7 +123,7 @@ def x25519_public(private_key: bytes) -> bytes:
     Raises:
         TypeError, ValueError: ``private_key`` is not 32 bytes.
     """
-    return crypto_scalarmult_base(_key_bytes(private_key))
+    return crypto_scalarmult_base(_flat_bytes(private_key, KEY_BYTES))
 
 
 def x25519_shared(private_key: bytes, peer_public_key: bytes) -> bytes:
@@ -134,9 +143,9 @@ def x25519_shared(private_key: bytes, peer_public_key: bytes) -> bytes:
         IntegrityError: the peer key is malformed or a low-order point (all-zero output).
         TypeError, ValueError: ``private_key`` is not 32 bytes.
     """
-    scalar = _key_bytes(private_key)
+    scalar = _flat_bytes(private_key, KEY_BYTES)
     try:
-        peer = _key_bytes(peer_public_key)
+        peer = _flat_bytes(peer_public_key, KEY_BYTES)
         return crypto_scalarmult(scalar, peer)
     except (ValueError, TypeError, CryptoError):
         raise IntegrityError() from None
@@ -208,11 +217,9 @@ def ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> None:
             not verify.
     """
     try:
-        # memoryview, not bytes(): bytes(3) would be three zero bytes.
-        key, sig, msg = (memoryview(v).tobytes() for v in (public_key, signature, message))
-        if len(key) != KEY_BYTES or len(sig) != SIGNATURE_BYTES:
-            raise IntegrityError()
-        VerifyKey(key).verify(msg, sig)
+        key = _flat_bytes(public_key, KEY_BYTES)
+        sig = _flat_bytes(signature, SIGNATURE_BYTES)
+        VerifyKey(key).verify(_flat_bytes(message), sig)
     except (BadSignatureError, ValueError, TypeError):
         raise IntegrityError() from None
 

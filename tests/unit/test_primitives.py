@@ -266,6 +266,8 @@ def test_ed25519_verify_turns_every_bad_argument_into_integrity_error():
         ("k" * 32, empty_sig, b""),
         (public, empty_sig, 0),  # not b"": an int is not a message
         (public[:31], empty_sig, b""),
+        (memoryview(public).cast("I"), empty_sig, b""),  # 32 bytes, but 4-byte items
+        (public, memoryview(empty_sig)[::1].cast("B", (8, 8)), b""),  # 64 bytes, but 2-D
     ]:
         with pytest.raises(IntegrityError):
             prim.ed25519_verify(*args)
