@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from securefed.errors import ProtocolError
 from securefed.secagg.encoding import MAX_LIST_ITEMS, Reader, Writer
@@ -109,9 +110,31 @@ def _ids(r: Reader) -> tuple[int, ...]:
     return tuple(r.u32() for _ in range(r.count()))
 
 
+_ADDRESSED_CIPHERTEXT = struct.Struct(f">I{SHARE_CIPHERTEXT_BYTES}s")
+"""One (peer id, ciphertext) record of ShareKeys and ShareDelivery."""
+_REVEALED_SHARE = struct.Struct(f">IBI{SHARE_BYTES}s")
+"""One (owner, kind, x, value) record of UnmaskShares."""
+
+
 def _addressed_ciphertexts(r: Reader) -> tuple[tuple[int, bytes], ...]:
     # struct already yields (int, bytes) pairs.
-    return tuple(r.records(f">I{SHARE_CIPHERTEXT_BYTES}s"))
+    return tuple(r.records(_ADDRESSED_CIPHERTEXT.format))
+
+
+def _revealed_shares(records: Iterable[tuple[int, int, int, bytes]]) -> tuple[UnmaskShare, ...]:
+    """UnmaskShare objects from (owner, kind code, x, value) records.
+
+    Raises:
+        ProtocolError: a kind code that names no secret.
+    """
+    kinds = _SECRET_KINDS
+    shares = []
+    for owner, code, x, value in records:
+        kind = kinds.get(code)
+        if kind is None:
+            raise ProtocolError("unknown secret kind")
+        shares.append(UnmaskShare(owner, kind, x, value))
+    return tuple(shares)
 
 
 def _write_ids(w: Writer, ids: tuple[int, ...]) -> None:
@@ -142,7 +165,11 @@ class AdvertiseKeys(Message):
 
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> AdvertiseKeys:
-        client_id, encryption_key, mask_key, commitment, signature = r.fields(cls._BODY)
+        return cls._from_record(context_digest, r.fields(cls._BODY))
+
+    @classmethod
+    def _from_record(cls, context_digest: bytes, record: tuple[Any, ...]) -> AdvertiseKeys:
+        client_id, encryption_key, mask_key, commitment, signature = record
         return cls(
             context_digest=context_digest,
             client_id=client_id,
@@ -322,13 +349,8 @@ class UnmaskShares(Message):
     @classmethod
     def _decode_body(cls, r: Reader, context_digest: bytes) -> UnmaskShares:
         sender = r.u32()
-        shares = []
-        for owner, code, x, value in r.records(f">IBI{SHARE_BYTES}s"):
-            kind = _SECRET_KINDS.get(code)
-            if kind is None:
-                raise ProtocolError("unknown secret kind")
-            shares.append(UnmaskShare(owner, kind, x, value))
-        return cls(context_digest=context_digest, sender=sender, shares=tuple(shares))
+        shares = _revealed_shares(r.records(_REVEALED_SHARE.format))
+        return cls(context_digest=context_digest, sender=sender, shares=shares)
 
 
 _DECODERS: dict[int, type[Message]] = {
@@ -349,8 +371,6 @@ _DECODERS: dict[int, type[Message]] = {
 
 _HEADER = struct.Struct(f">4sBB{KEY_BYTES}s")
 _SENDER_AND_COUNT = struct.Struct(">II")
-_ADDRESSED_CIPHERTEXT = struct.Struct(f">I{SHARE_CIPHERTEXT_BYTES}s")
-_REVEALED_SHARE = struct.Struct(f">IBI{SHARE_BYTES}s")
 
 
 def _well_formed_body(code: int, data: bytes, digest: bytes) -> Message | None:
@@ -366,17 +386,7 @@ def _well_formed_body(code: int, data: bytes, digest: bytes) -> Message | None:
     if code == MessageType.ADVERTISE_KEYS:
         if size != start + AdvertiseKeys._BODY.size:
             return None
-        client_id, encryption_key, mask_key, commitment, signature = (
-            AdvertiseKeys._BODY.unpack_from(data, start)
-        )
-        return AdvertiseKeys(
-            context_digest=digest,
-            client_id=client_id,
-            encryption_key=encryption_key,
-            mask_key=mask_key,
-            seed_commitment=commitment,
-            signature=signature,
-        )
+        return AdvertiseKeys._from_record(digest, AdvertiseKeys._BODY.unpack_from(data, start))
     if code == MessageType.CONSISTENCY_SIGNATURE:
         if size != start + ConsistencySignature._BODY.size:
             return None
@@ -398,14 +408,11 @@ def _well_formed_body(code: int, data: bytes, digest: bytes) -> Message | None:
     if code == MessageType.UNMASK_SHARES:
         if count > MAX_LIST_ITEMS or size != body + count * _REVEALED_SHARE.size:
             return None
-        kinds = _SECRET_KINDS
-        shares = []
-        for owner, kind_code, x, value in _REVEALED_SHARE.iter_unpack(memoryview(data)[body:]):
-            kind = kinds.get(kind_code)
-            if kind is None:
-                return None
-            shares.append(UnmaskShare(owner, kind, x, value))
-        return UnmaskShares(context_digest=digest, sender=sender, shares=tuple(shares))
+        try:
+            shares = _revealed_shares(_REVEALED_SHARE.iter_unpack(memoryview(data)[body:]))
+        except ProtocolError:  # the field reader names it
+            return None
+        return UnmaskShares(context_digest=digest, sender=sender, shares=shares)
     return None
 
 
