@@ -594,20 +594,31 @@ def machine() -> dict[str, Any]:
 
     cpu = "unknown"
     ram = "unknown"
+    cpu_fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            cpu_fields.setdefault(key.strip(), value.strip())
+        cpu = cpu_fields.get("model name", cpu)
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
                 break
     except OSError:
         pass
+    # Floor ratios are only comparable on one kind of CPU: OpenSSL picks its ChaCha20
+    # code path by the vector unit, and the PRG floor of the same 18 expansions was
+    # 1.8 ms on one host of this pool and 4.4 ms on another, while the server's other
+    # work slowed far less.
+    flags = set(cpu_fields.get("flags", "").split())
+    vector = [f for f in ("avx512f", "avx2") if f in flags]
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
+        "cpu_family_model": f"{cpu_fields.get('cpu family', '?')}/{cpu_fields.get('model', '?')}",
+        "cpu_vector": vector[0] if vector else "none",
         "ram": ram,
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -638,7 +649,9 @@ def markdown(data: dict[str, Any]) -> str:
         "## Secure aggregation (`benchmarks/secagg.py`)",
         "",
         f"Command: `{data['command']}` — total runtime {data['runtime_s'] / 60:.1f} min.  ",
-        f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, shared and noisy; "
+        f"Machine: {m['nproc']} cores ({m['cpu']}, family/model "
+        f"{m.get('cpu_family_model', '?')}, widest vector unit {m.get('cpu_vector', '?')}), "
+        f"{m['ram']} RAM, shared and noisy; "
         f"Python {m['python']}, numpy {m['numpy']}, cryptography {m['cryptography']}, "
         f"PyNaCl {m.get('pynacl', '?')}; "
         f"{m['date']}.",
