@@ -58,7 +58,7 @@ from securefed.secagg.roster import IdentityKey, Roster
 from securefed.secagg.shamir import (
     decode_share_value,
     encode_share_value,
-    split,
+    split_many,
 )
 
 __all__ = ["ClientStage", "SecAggClient"]
@@ -260,11 +260,11 @@ class SecAggClient:
         holders = (self.client_id, *neighbours)
         enc_private = self._secret(self._enc_private)
         hx = [xs.x(self.client_id, h) for h in holders]
-        key_shares = split(
-            self._secret(self._mask_private), xs=hx, threshold=params.threshold, rng=self._rng
-        )
-        seed_shares = split(
-            self._secret(self._self_seed), xs=hx, threshold=params.threshold, rng=self._rng
+        key_shares, seed_shares = split_many(
+            [self._secret(self._mask_private), self._secret(self._self_seed)],
+            xs=hx,
+            threshold=params.threshold,
+            rng=self._rng,
         )
         channels: dict[int, bytes] = {}  # peer -> X25519 secret, reused for the reply direction
         ciphertexts = []

@@ -14,12 +14,14 @@ from securefed.randomness import DeterministicRandom
 from securefed.secagg.shamir import (
     FIELD_PRIME,
     SHARE_BYTES,
+    _evaluate_many,
     correct,
     decode_share_value,
     encode_share_value,
     lagrange_at_zero,
     reconstruct,
     split,
+    split_many,
 )
 
 SECRET = bytes(range(32))
@@ -77,6 +79,73 @@ def test_split_validates_arguments():
         split(SECRET, xs=[0, 1], threshold=2, rng=_rng())
     with pytest.raises(ValueError, match="distinct"):
         lagrange_at_zero([3, 3])
+
+
+def _coefficients_by_hand(rng: DeterministicRandom, secret: bytes, t: int) -> list[int]:
+    # The spec's rule (§3.5), written out: 33 bytes, the low 257 bits, kept if below p.
+    coefficients = [int.from_bytes(secret, "big")]
+    while len(coefficients) < t:
+        candidate = int.from_bytes(rng.random_bytes(33), "big") & ((1 << 257) - 1)
+        if candidate < FIELD_PRIME:
+            coefficients.append(candidate)
+    return coefficients
+
+
+def _at(coefficients: list[int], x: int) -> int:
+    return sum(c * pow(x, k, FIELD_PRIME) for k, c in enumerate(coefficients)) % FIELD_PRIME
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    seed=st.integers(0, 2**32),
+    count=st.integers(1, 4),
+    t=st.integers(1, 40),
+    extra=st.integers(0, 30),
+    big_x=st.booleans(),
+)
+def test_split_many_is_each_split_in_turn_evaluated_by_hand(seed, count, t, extra, big_x):
+    # Same draws in the same order as one split per secret, and every share is the
+    # polynomial evaluated independently (power by power), so the packed Horner's
+    # lanes never bleed into each other, with coordinates up to 2^32 - 1.
+    draw = random.Random(seed)
+    secrets = [draw.randbytes(32) for _ in range(count)]
+    high = (1 << 32) - 1 if big_x else 600
+    xs = draw.sample(range(1, high), t + extra)
+    rng = _rng(seed)
+    shares = split_many(secrets, xs=xs, threshold=t, rng=rng)
+    by_hand = _rng(seed)
+    for secret, values in zip(secrets, shares, strict=True):
+        coefficients = _coefficients_by_hand(by_hand, secret, t)
+        assert values == [_at(coefficients, x) for x in xs]
+    # Not a byte read ahead: whatever draws next sees the same stream.
+    assert rng.random_bytes(16) == by_hand.random_bytes(16)
+    assert split(secrets[0], xs=xs, threshold=t, rng=_rng(seed)) == shares[0]
+
+
+def test_packed_evaluation_at_its_largest_lanes():
+    # Every coefficient p - 1 and the largest coordinates make each lane grow as fast
+    # as it can between reductions; a lane that overflowed would corrupt the next one.
+    top = FIELD_PRIME - 1
+    polynomials = [[top] * 301, [top] * 301, [1] * 301, [0]]
+    xs = [1, 2, 499, 500, (1 << 32) - 1, FIELD_PRIME - 1]
+    values = _evaluate_many(polynomials, xs)
+    for coefficients, row in zip(polynomials, values, strict=True):
+        assert row == [_at(coefficients, x) for x in xs]
+    assert _evaluate_many([[]], [5]) == [[0]]
+    assert _evaluate_many([], [5]) == []
+    assert split_many([], xs=[1, 2], threshold=2, rng=_rng()) == []
+    with pytest.raises(ValueError, match="field elements"):
+        _evaluate_many([[1, 2]], [FIELD_PRIME])
+
+
+def test_split_many_refuses_before_drawing():
+    rng = _rng(7)
+    with pytest.raises(ValueError, match="32 bytes"):
+        split_many([SECRET, b"short"], xs=[1, 2, 3], threshold=2, rng=rng)
+    with pytest.raises(ValueError, match="distinct"):
+        split_many([SECRET, SECRET], xs=[1, 1 << 32], threshold=2, rng=rng)
+    # Nothing was drawn: the stream continues where a fresh one starts.
+    assert rng.random_bytes(16) == _rng(7).random_bytes(16)
 
 
 def test_share_value_encoding():
