@@ -255,6 +255,8 @@ def _evaluate_many(polynomials: Sequence[Polynomial], xs: Iterable[int]) -> list
     if not polynomials:
         return []
     p = FIELD_PRIME
+    if any(not 0 <= c < p for a in polynomials for c in a):
+        raise ValueError("coefficients must be field elements")  # a lane bound needs them < p
     width = _LANE_BITS
     lane = (1 << width) - 1
     length = max((len(a) for a in polynomials), default=0)
@@ -269,7 +271,7 @@ def _evaluate_many(polynomials: Sequence[Polynomial], xs: Iterable[int]) -> list
     for x in xs:
         if not 0 <= x < p:
             raise ValueError("evaluation points must be field elements")
-        safe = (width - 257) // max(x.bit_length(), 1)  # >= 1: x < p < 2^258
+        safe = (width - 257) // max(x.bit_length(), 1)  # >= 1: x < p < 2^257
         chunks = runs.get(safe)
         if chunks is None:
             chunks = runs[safe] = [packed[i : i + safe] for i in range(0, length, safe)]
@@ -285,11 +287,6 @@ def _evaluate_many(polynomials: Sequence[Polynomial], xs: Iterable[int]) -> list
         for shift, out in rest:
             out.append((acc >> shift) & lane)
     return values
-
-
-def _evaluate(a: Polynomial, x: int) -> int:
-    """``a(x)`` mod p (coefficients in [0, p))."""
-    return _evaluate_many([a], [x])[0][0]
 
 
 @functools.lru_cache(maxsize=16)
@@ -361,7 +358,8 @@ def correct(points: Iterable[tuple[int, int]], *, threshold: int) -> tuple[bytes
     f, remainder = _divmod(r1, v1)
     if remainder or len(f) > k:
         raise ProtocolError("too many wrong shares to correct")
-    wrong = tuple(x for x, y in chosen if _evaluate(f, x) != y)
+    on_f = _evaluate_many([f], xs)[0]  # xs: the chosen points' coordinates, in order
+    wrong = tuple(x for (x, y), value in zip(chosen, on_f, strict=True) if value != y)
     if 2 * len(wrong) > m - k:
         raise ProtocolError("too many wrong shares to correct")
     value = f[0] if f else 0

@@ -136,6 +136,9 @@ def test_packed_evaluation_at_its_largest_lanes():
     assert split_many([], xs=[1, 2], threshold=2, rng=_rng()) == []
     with pytest.raises(ValueError, match="field elements"):
         _evaluate_many([[1, 2]], [FIELD_PRIME])
+    for outside in (-1, FIELD_PRIME):  # a lane's bound holds only for reduced coefficients
+        with pytest.raises(ValueError, match="coefficients must be field elements"):
+            _evaluate_many([[1], [outside, 1]], [2])
 
 
 def test_split_many_refuses_before_drawing():
@@ -144,6 +147,8 @@ def test_split_many_refuses_before_drawing():
         split_many([SECRET, b"short"], xs=[1, 2, 3], threshold=2, rng=rng)
     with pytest.raises(ValueError, match="distinct"):
         split_many([SECRET, SECRET], xs=[1, 1 << 32], threshold=2, rng=rng)
+    with pytest.raises(ValueError, match="threshold"):
+        split_many([SECRET, SECRET], xs=[1, 2], threshold=3, rng=rng)
     # Nothing was drawn: the stream continues where a fresh one starts.
     assert rng.random_bytes(16) == _rng(7).random_bytes(16)
 
