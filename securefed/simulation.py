@@ -119,20 +119,21 @@ def run_secagg_round(
     def on_client(
         cid: int, action: Callable[..., Message], *args: object, received: Received = None
     ) -> bytes | None:
-        # A client pays for decoding what it receives and encoding what it sends.
+        # A client pays for decoding what it receives and encoding what it sends. Only
+        # the protocol step's own errors end the client: the honest server's bytes
+        # must decode and the client's message must encode, so a failure there is a
+        # codec bug and is raised, as before the codec was timed.
         start = time.process_time()
         try:
-            if received is not None:
-                kind, data = received
-                message = action(kind.from_bytes(data), *args)
-            else:
-                message = action(*args)
+            down = () if received is None else (received[0].from_bytes(received[1]),)
+            try:
+                message = action(*down, *args)
+            except SecurefedError as exc:
+                clients[cid].abort()
+                report.client_errors[cid] = exc
+                alive.discard(cid)
+                return None
             encoded = message.to_bytes()
-        except SecurefedError as exc:
-            clients[cid].abort()
-            report.client_errors[cid] = exc
-            alive.discard(cid)
-            return None
         finally:
             report.client_seconds[cid] += time.process_time() - start
         report.bytes_up[cid] += len(encoded)

@@ -157,3 +157,33 @@ def test_sparse_neighbourhood_is_a_strict_subset(worlds):
     assert len(degrees) == 1
     (k,) = degrees
     assert k < n - 1
+
+
+def test_a_round_charges_every_party_and_loses_no_client(
+    helpers, federation12, context12, inputs12
+):
+    report = helpers.run_round(federation12, context12, inputs12, label="charged")
+    assert report.result is not None
+    assert report.client_errors == {}
+    assert report.server_seconds > 0
+    assert set(report.client_seconds) == set(inputs12)
+    assert all(seconds > 0 for seconds in report.client_seconds.values())
+
+
+@pytest.mark.parametrize(
+    "kind", ["CohortBroadcast", "ShareDelivery", "SurvivorList", "ConsistencyBundle"]
+)
+def test_a_downlink_that_does_not_decode_is_raised_not_counted_as_a_dropout(
+    helpers, federation12, context12, inputs12, monkeypatch, kind
+):
+    # The simulation times each client's decoding, but the honest server's bytes must
+    # decode: a failure there is a codec bug, not a client error that shrinks the round.
+    import securefed.simulation as simulation
+    from securefed.errors import ProtocolError
+
+    def broken(cls, data):  # type: ignore[no-untyped-def]
+        raise ProtocolError(f"{cls.__name__} does not decode")
+
+    monkeypatch.setattr(getattr(simulation, kind), "from_bytes", classmethod(broken))
+    with pytest.raises(ProtocolError, match=f"{kind} does not decode"):
+        helpers.run_round(federation12, context12, inputs12, label="codec")
