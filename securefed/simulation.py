@@ -146,10 +146,6 @@ def run_secagg_round(
         finally:
             report.server_seconds += time.process_time() - start
 
-    def encoded(message: Message) -> bytes:
-        # The server encodes each message it sends once, a broadcast too.
-        return message.to_bytes()
-
     def deliver(cid: int, data: bytes) -> bytes:
         report.bytes_down[cid] += len(data)
         return data
@@ -166,7 +162,8 @@ def run_secagg_round(
             data = on_client(cid, clients[cid].advertise)
             if data is not None:
                 on_server(receive, server.receive_advertisement, AdvertiseKeys, data)
-        cohort = on_server(lambda: encoded(server.close_advertise()))
+        # The server encodes each message it sends once, a broadcast too.
+        cohort = on_server(lambda: server.close_advertise().to_bytes())
 
         for cid in stage_senders("share_keys"):
             down: Received = (CohortBroadcast, deliver(cid, cohort))
@@ -174,7 +171,7 @@ def run_secagg_round(
             if data is not None:
                 on_server(receive, server.receive_share_keys, ShareKeys, data)
         deliveries = on_server(
-            lambda: {u: encoded(d) for u, d in server.close_share_keys().items()}
+            lambda: {u: d.to_bytes() for u, d in server.close_share_keys().items()}
         )
 
         for cid in stage_senders("masked_input"):
@@ -189,7 +186,7 @@ def run_secagg_round(
                     report.server_view[cid] = bytes(masked.payload)
                 on_server(receive, server.receive_masked_input, MaskedInput, data)
         survivors = on_server(server.close_masked_input)
-        survivors_sent = on_server(encoded, survivors)
+        survivors_sent = on_server(survivors.to_bytes)
 
         for cid in stage_senders("consistency"):
             if cid not in survivors.survivors:
@@ -199,7 +196,7 @@ def run_secagg_round(
             if data is not None:
                 on_server(receive, server.receive_consistency, ConsistencySignature, data)
         bundle = on_server(server.close_consistency)
-        bundle_sent = on_server(encoded, bundle)
+        bundle_sent = on_server(bundle.to_bytes)
 
         signers = {s for s, _ in bundle.signatures}
         for cid in stage_senders("unmask"):
